@@ -1,0 +1,158 @@
+// Package daemon is the Cohort process: it wires configuration, storage,
+// plugins, segmentation, campaigns and the HTTP surface together, and owns
+// their lifecycle (start in order, stop in reverse, tolerate a partial start).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cohortd/cohort/daemon/api"
+	"github.com/cohortd/cohort/daemon/config"
+	"github.com/cohortd/cohort/storage"
+)
+
+// version is set at build time with -ldflags "-X github.com/cohortd/cohort/daemon.version=...".
+var version = ""
+
+// Version returns the build's version: the ldflags value, else the module
+// version or VCS revision recorded by the Go toolchain.
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return "dev"
+}
+
+// StartupError is an error before the daemon began serving: bad config, an
+// unreachable database, an address in use. The command exits with status 2.
+type StartupError struct{ Err error }
+
+func (e *StartupError) Error() string { return e.Err.Error() }
+func (e *StartupError) Unwrap() error { return e.Err }
+
+// Daemon is one running Cohort process.
+type Daemon struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+
+	db    *storage.DB
+	http  *api.Server
+	addr  net.Addr
+	ready chan struct{}
+}
+
+// New returns a daemon for cfg. It has no side effects; Run starts it.
+func New(cfg *config.Config, log *slog.Logger) *Daemon {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Daemon{cfg: cfg, log: log, registry: reg, ready: make(chan struct{})}
+}
+
+// Registry is the Prometheus registry every part adds its series to.
+func (d *Daemon) Registry() *prometheus.Registry { return d.registry }
+
+// Ready is closed once the daemon serves; Addr is valid from then on.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Addr is the HTTP listener's address (useful with port 0).
+func (d *Daemon) Addr() net.Addr { return d.addr }
+
+// Run starts the daemon and blocks until ctx is cancelled, then stops it:
+// stop accepting work, finish or release what is in flight, close storage.
+// Errors before serving are *StartupError.
+func (d *Daemon) Run(ctx context.Context) (err error) {
+	d.log.Info("starting cohort", "version", Version(), "config", d.cfg.File,
+		"storage", d.cfg.Storage.Driver, "timezone", d.cfg.Timezone)
+	defer func() {
+		if cerr := d.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := d.start(ctx); err != nil {
+		return &StartupError{Err: err}
+	}
+	ln, err := d.http.Listen(d.cfg.HTTP.Listen)
+	if err != nil {
+		return &StartupError{Err: err}
+	}
+	d.addr = ln.Addr()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- d.http.Serve(ln) }()
+	close(d.ready)
+	d.log.Info("cohort is running", "addr", d.addr.String(), "public_url", d.cfg.HTTP.PublicURL)
+
+	select {
+	case <-ctx.Done():
+		d.log.Info("stopping cohort", "reason", context.Cause(ctx))
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := d.http.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// start opens what the daemon needs, in order. close undoes whatever of it
+// was done.
+func (d *Daemon) start(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	dsn := d.cfg.Storage.DSN
+	if d.cfg.Storage.Driver == "sqlite" {
+		dsn = d.cfg.SQLitePath()
+	}
+	db, err := storage.Open(octx, storage.Config{
+		Driver:       storage.Dialect(d.cfg.Storage.Driver),
+		DSN:          dsn,
+		MaxOpenConns: d.cfg.Storage.MaxOpenConns,
+		Logger:       d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.db = db
+	d.http = api.New(d.log, d.registry, d.readyCheck)
+	return nil
+}
+
+func (d *Daemon) readyCheck(ctx context.Context) error {
+	if err := d.db.Ping(ctx); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) close() error {
+	var errs []error
+	if d.db != nil {
+		if err := d.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close storage: %w", err))
+		}
+		d.db = nil
+	}
+	d.log.Info("cohort stopped")
+	return errors.Join(errs...)
+}
