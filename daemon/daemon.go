@@ -17,6 +17,7 @@ import (
 
 	"github.com/cohortd/cohort/daemon/api"
 	"github.com/cohortd/cohort/daemon/config"
+	"github.com/cohortd/cohort/daemon/pluginhost"
 	"github.com/cohortd/cohort/storage"
 )
 
@@ -55,10 +56,11 @@ type Daemon struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	db    *storage.DB
-	http  *api.Server
-	addr  net.Addr
-	ready chan struct{}
+	db      *storage.DB
+	plugins *pluginhost.Host
+	http    *api.Server
+	addr    net.Addr
+	ready   chan struct{}
 }
 
 // New returns a daemon for cfg. It has no side effects; Run starts it.
@@ -135,8 +137,17 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.db = db
 	d.http = api.New(d.log, d.registry, d.readyCheck)
+
+	// Plugins start in the background; an instance that fails is logged and
+	// retried (or disabled, if its config is wrong) without stopping the rest.
+	d.plugins = pluginhost.New(d.cfg, d.log, d.registry, pluginhost.Options{})
+	d.plugins.Start(ctx)
+	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, &webhookSink{db: d.db}))
 	return nil
 }
+
+// Plugins is the plugin host (valid once Ready is closed).
+func (d *Daemon) Plugins() *pluginhost.Host { return d.plugins }
 
 func (d *Daemon) readyCheck(ctx context.Context) error {
 	if err := d.db.Ping(ctx); err != nil {
@@ -147,6 +158,10 @@ func (d *Daemon) readyCheck(ctx context.Context) error {
 
 func (d *Daemon) close() error {
 	var errs []error
+	if d.plugins != nil {
+		d.plugins.Close()
+		d.plugins = nil
+	}
 	if d.db != nil {
 		if err := d.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close storage: %w", err))

@@ -69,7 +69,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.config, "config", "config.yaml", "configuration file")
-	root.AddCommand(newRunCmd(g), newCheckCmd(g), newVersionCmd())
+	root.AddCommand(newRunCmd(g), newCheckCmd(g), newPluginsCmd(g), newVersionCmd())
 	return root
 }
 
