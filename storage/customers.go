@@ -30,38 +30,65 @@ func (db *DB) UpsertCustomers(ctx context.Context, cs []Customer) error {
 	if len(cs) == 0 {
 		return nil
 	}
+	return db.Tx(ctx, func(tx *Tx) error { return tx.UpsertCustomers(cs) })
+}
+
+// UpsertCustomers is DB.UpsertCustomers inside a transaction.
+func (tx *Tx) UpsertCustomers(cs []Customer) error {
 	now := time.Now().UTC()
 	merge := "json_patch(customers.traits, excluded.traits)"
-	if db.dialect == Postgres {
+	if tx.dialect == Postgres {
 		merge = "jsonb_strip_nulls(customers.traits || excluded.traits)"
 	}
-	return db.Tx(ctx, func(tx *Tx) error {
-		for start := 0; start < len(cs); start += upsertChunk {
-			chunk := cs[start:min(start+upsertChunk, len(cs))]
-			var b strings.Builder
-			b.WriteString("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ")
-			args := make([]any, 0, 4*len(chunk))
-			for i, c := range chunk {
-				if c.ID == "" {
-					return errors.New("storage: customer with an empty id")
-				}
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString("(?, ?, ?, ?)")
-				traits := string(c.Traits)
-				if traits == "" {
-					traits = "{}"
-				}
-				args = append(args, c.ID, traits, now, now)
+	for start := 0; start < len(cs); start += upsertChunk {
+		chunk := cs[start:min(start+upsertChunk, len(cs))]
+		var b strings.Builder
+		b.WriteString("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ")
+		args := make([]any, 0, 4*len(chunk))
+		for i, c := range chunk {
+			if c.ID == "" {
+				return errors.New("storage: customer with an empty id")
 			}
-			fmt.Fprintf(&b, " ON CONFLICT (id) DO UPDATE SET traits = %s, updated_at = excluded.updated_at", merge)
-			if err := tx.g.Exec(b.String(), args...).Error; err != nil {
-				return fmt.Errorf("storage: upsert customers: %w", err)
+			if i > 0 {
+				b.WriteByte(',')
 			}
+			b.WriteString("(?, ?, ?, ?)")
+			traits := string(c.Traits)
+			if traits == "" {
+				traits = "{}"
+			}
+			args = append(args, c.ID, traits, now, now)
 		}
-		return nil
-	})
+		fmt.Fprintf(&b, " ON CONFLICT (id) DO UPDATE SET traits = %s, updated_at = excluded.updated_at", merge)
+		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
+			return fmt.Errorf("storage: upsert customers: %w", err)
+		}
+	}
+	return nil
+}
+
+// EnsureCustomers creates an empty profile for each id that has none (an
+// event for a customer no source has described yet is never dropped).
+func (tx *Tx) EnsureCustomers(ids []string) error {
+	now := time.Now().UTC()
+	for start := 0; start < len(ids); start += upsertChunk {
+		chunk := ids[start:min(start+upsertChunk, len(ids))]
+		var b strings.Builder
+		b.WriteString("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ")
+		args := make([]any, 0, 4*len(chunk))
+		for i, id := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(?, '{}', ?, ?)")
+			args = append(args, id, now, now)
+		}
+		b.WriteString(" ON CONFLICT (id) DO NOTHING")
+		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
+			return fmt.Errorf("storage: create customers: %w", err)
+		}
+	}
+	return nil
 }
 
 // GetCustomer returns one customer, or ErrNotFound.
@@ -82,17 +109,28 @@ func (db *DB) GetCustomer(ctx context.Context, id string) (Customer, error) {
 	return Customer{ID: row.ID, Traits: json.RawMessage(row.Traits), CreatedAt: row.CreatedAt.UTC(), UpdatedAt: row.UpdatedAt.UTC()}, nil
 }
 
-// DeleteCustomers removes customers by id; unknown ids are ignored.
+// DeleteCustomers removes customers and their event rollups by id; unknown
+// ids are ignored. Consent records are kept: they are the evidence of what a
+// customer agreed to.
 func (db *DB) DeleteCustomers(ctx context.Context, ids []string) error {
-	return db.Tx(ctx, func(tx *Tx) error {
-		for start := 0; start < len(ids); start += upsertChunk {
-			chunk := ids[start:min(start+upsertChunk, len(ids))]
-			if err := tx.g.Exec("DELETE FROM customers WHERE id IN ?", chunk).Error; err != nil {
-				return fmt.Errorf("storage: delete customers: %w", err)
-			}
-		}
+	if len(ids) == 0 {
 		return nil
-	})
+	}
+	return db.Tx(ctx, func(tx *Tx) error { return tx.DeleteCustomers(ids) })
+}
+
+// DeleteCustomers is DB.DeleteCustomers inside a transaction.
+func (tx *Tx) DeleteCustomers(ids []string) error {
+	for start := 0; start < len(ids); start += upsertChunk {
+		chunk := ids[start:min(start+upsertChunk, len(ids))]
+		if err := tx.g.Exec("DELETE FROM customers WHERE id IN ?", chunk).Error; err != nil {
+			return fmt.Errorf("storage: delete customers: %w", err)
+		}
+		if err := tx.g.Exec("DELETE FROM event_rollups WHERE customer_id IN ?", chunk).Error; err != nil {
+			return fmt.Errorf("storage: delete customers' rollups: %w", err)
+		}
+	}
+	return nil
 }
 
 // CountCustomers returns the number of customers.
