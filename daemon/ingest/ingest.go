@@ -1,0 +1,254 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/storage"
+)
+
+// Changes is what one committed batch changed, handed to observers (the
+// in-memory profiles and the segmenter's incremental re-evaluation).
+type Changes struct {
+	Source    string
+	Customers []sdk.Customer // upserts, validated against the schema
+	Deletes   []string
+	Events    []storage.Event // new events only (replays removed)
+	Consents  []storage.Consent
+	// Created lists customers first seen through an event: they got an empty
+	// profile.
+	Created []string
+}
+
+// Observer is told about every committed batch, after the commit.
+type Observer interface {
+	Committed(ctx context.Context, ch *Changes)
+}
+
+// Store is what ingestion needs of storage.
+type Store interface {
+	Tx(ctx context.Context, fn func(*storage.Tx) error) error
+	Cursor(ctx context.Context, source string) (string, bool, error)
+}
+
+var _ Store = (*storage.DB)(nil)
+
+// Options tune ingestion.
+type Options struct {
+	// Now is the clock (tests inject one).
+	Now func() time.Time
+	// Repoll is how long to wait before pulling again from a finite source
+	// whose stream ended (default 1m).
+	Repoll time.Duration
+	// MaxFuture is how far ahead of now an event may be (default 24h); events
+	// before 2000-01-01 or beyond it are rejected as absurd.
+	MaxFuture time.Duration
+}
+
+// Ingester turns source batches into stored profiles.
+type Ingester struct {
+	store     Store
+	log       *slog.Logger
+	opts      Options
+	observers []Observer
+	m         *metrics
+
+	mu       sync.Mutex
+	caughtUp map[string]bool
+}
+
+// New returns an ingester writing to store.
+func New(store Store, log *slog.Logger, reg prometheus.Registerer, opts Options, observers ...Observer) *Ingester {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Repoll == 0 {
+		opts.Repoll = time.Minute
+	}
+	if opts.MaxFuture == 0 {
+		opts.MaxFuture = 24 * time.Hour
+	}
+	return &Ingester{store: store, log: log.With("component", "ingest"), opts: opts, observers: observers,
+		m: newMetrics(reg), caughtUp: map[string]bool{}}
+}
+
+// CaughtUp reports whether the source has drained its backlog since start.
+func (g *Ingester) CaughtUp(source string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.caughtUp[source]
+}
+
+// Run pulls from a source until ctx is done, resuming from the last
+// committed cursor after every error or restart, with backoff.
+func (g *Ingester) Run(ctx context.Context, source string, src sdk.Source, info sdk.SourceInfo) {
+	log := g.log.With("source", source)
+	v := NewValidator(source, info, g.opts.Now, g.opts.MaxFuture)
+	attempt := 0
+	for ctx.Err() == nil {
+		cursor, _, err := g.store.Cursor(ctx, source)
+		if err == nil {
+			err = src.Pull(ctx, cursor, func(b *sdk.Batch) error {
+				attempt = 0
+				return g.Commit(ctx, v, b)
+			})
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := g.opts.Repoll
+		if err != nil {
+			attempt++
+			wait = min(time.Duration(1<<min(attempt, 6))*250*time.Millisecond, 30*time.Second)
+			wait = wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
+			log.Error("pull failed; resuming from the last committed cursor", "err", err, "in", wait.Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Commit validates a batch and commits it with its cursor in one
+// transaction, then tells the observers. Bad records are counted, logged with
+// the customer id and field, and skipped; the rest of the batch is kept.
+func (g *Ingester) Commit(ctx context.Context, v *Validator, b *sdk.Batch) error {
+	source := v.source
+	for _, p := range b.Problems {
+		g.m.problems.WithLabelValues(source, "plugin").Inc()
+		g.log.Warn("source skipped a record", "source", source, "customer", p.CustomerID, "field", p.Field, "line", p.Line, "column", p.Column, "problem", p.Message)
+	}
+	ch, problems := v.Batch(b)
+	for _, p := range problems {
+		g.m.problems.WithLabelValues(source, p.Kind).Inc()
+		g.log.Warn("skipped bad input", "source", source, "customer", p.CustomerID, "field", p.Field, "problem", p.Message)
+	}
+	rows, err := Customers(ch.Customers)
+	if err != nil {
+		return err
+	}
+	err = g.store.Tx(ctx, func(tx *storage.Tx) error {
+		if err := tx.UpsertCustomers(rows); err != nil {
+			return err
+		}
+		if err := tx.DeleteCustomers(ch.Deletes); err != nil {
+			return err
+		}
+		fresh, err := tx.InsertEvents(ch.Events)
+		if err != nil {
+			return err
+		}
+		ch.Events = fresh
+		if ids := customerIDs(fresh); len(ids) > 0 {
+			if err := tx.EnsureCustomers(ids); err != nil {
+				return err
+			}
+		}
+		if err := tx.AddRollups(Rollups(fresh)); err != nil {
+			return err
+		}
+		if err := tx.InsertConsents(ch.Consents); err != nil {
+			return err
+		}
+		if b.Cursor != "" || b.CaughtUp {
+			return tx.SetCursor(source, b.Cursor, b.CaughtUp)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit batch from %q: %w", source, err)
+	}
+	g.m.customers.WithLabelValues(source).Add(float64(len(ch.Customers)))
+	g.m.events.WithLabelValues(source, "new").Add(float64(len(ch.Events)))
+	g.m.batches.WithLabelValues(source).Inc()
+	if b.CaughtUp {
+		g.mu.Lock()
+		first := !g.caughtUp[source]
+		g.caughtUp[source] = true
+		g.mu.Unlock()
+		if first {
+			g.log.Info("source caught up", "source", source)
+		}
+	}
+	for _, o := range g.observers {
+		o.Committed(ctx, ch)
+	}
+	return nil
+}
+
+func customerIDs(evs []storage.Event) []string {
+	seen := map[string]bool{}
+	var ids []string
+	for _, e := range evs {
+		if !seen[e.CustomerID] {
+			seen[e.CustomerID] = true
+			ids = append(ids, e.CustomerID)
+		}
+	}
+	return ids
+}
+
+// Rollups aggregates events into per customer, name and UTC day deltas.
+func Rollups(evs []storage.Event) []storage.Rollup {
+	type key struct {
+		customer, name string
+		day            int32
+	}
+	idx := map[key]int{}
+	var out []storage.Rollup
+	for _, e := range evs {
+		k := key{e.CustomerID, e.Name, Day(e.Time)}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, storage.Rollup{CustomerID: e.CustomerID, Name: e.Name, Day: k.day, First: e.Time, Last: e.Time})
+		}
+		r := &out[i]
+		r.Count++
+		if e.HasValue {
+			r.Sum += e.Value
+		}
+		if e.Time.Before(r.First) {
+			r.First = e.Time
+		}
+		if e.Time.After(r.Last) {
+			r.Last = e.Time
+		}
+	}
+	return out
+}
+
+// Day is t's UTC calendar day as days since 1970-01-01.
+func Day(t time.Time) int32 {
+	return int32(t.UTC().Unix() / 86400)
+}
+
+type metrics struct {
+	customers *prometheus.CounterVec
+	events    *prometheus.CounterVec
+	batches   *prometheus.CounterVec
+	problems  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		customers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "ingest", Name: "customers_total", Help: "Customer upserts committed, by source."}, []string{"source"}),
+		events:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "ingest", Name: "events_total", Help: "Events committed (new; replays are not counted), by source."}, []string{"source", "result"}),
+		batches:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "ingest", Name: "batches_total", Help: "Batches committed with their cursor, by source."}, []string{"source"}),
+		problems:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "ingest", Name: "problems_total", Help: "Records or fields skipped as bad input, by source and kind."}, []string{"source", "kind"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.customers, m.events, m.batches, m.problems)
+	}
+	return m
+}
