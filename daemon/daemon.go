@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/cohortd/cohort/daemon/api"
 	"github.com/cohortd/cohort/daemon/config"
+	"github.com/cohortd/cohort/daemon/ingest"
 	"github.com/cohortd/cohort/daemon/pluginhost"
+	"github.com/cohortd/cohort/sdk"
 	"github.com/cohortd/cohort/storage"
 )
 
@@ -58,9 +61,15 @@ type Daemon struct {
 
 	db      *storage.DB
 	plugins *pluginhost.Host
-	http    *api.Server
-	addr    net.Addr
-	ready   chan struct{}
+	ingest  *ingest.Ingester
+
+	// work is cancelled at shutdown, before plugins and storage close;
+	// background goroutines are tracked by workers.
+	stopWork context.CancelFunc
+	workers  sync.WaitGroup
+	http     *api.Server
+	addr     net.Addr
+	ready    chan struct{}
 }
 
 // New returns a daemon for cfg. It has no side effects; Run starts it.
@@ -142,8 +151,40 @@ func (d *Daemon) start(ctx context.Context) error {
 	// retried (or disabled, if its config is wrong) without stopping the rest.
 	d.plugins = pluginhost.New(d.cfg, d.log, d.registry, pluginhost.Options{})
 	d.plugins.Start(ctx)
-	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, &webhookSink{db: d.db}))
+	d.ingest = ingest.New(d.db, d.log, d.registry, ingest.Options{})
+	sink := &webhookSink{ingest: d.ingest, validators: map[string]*ingest.Validator{}}
+	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, sink))
+
+	work, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.stopWork = stop
+	for _, name := range d.cfg.Sources.Names {
+		d.workers.Add(1)
+		go func() {
+			defer d.workers.Done()
+			d.runSource(work, name, sink)
+		}()
+	}
 	return nil
+}
+
+// runSource waits for a source instance to start, then streams it into
+// storage until work stops. A source whose plugin cannot start is logged by
+// the plugin host and left alone.
+func (d *Daemon) runSource(ctx context.Context, name string, sink *webhookSink) {
+	src, err := d.plugins.Source(name)
+	if err != nil {
+		d.log.Error("source not started", "source", name, "err", err)
+		return
+	}
+	info, err := src.Configure(ctx, sdk.ConfigureRequest{})
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("source is not running; its data is not ingested", "source", name, "err", err)
+		}
+		return
+	}
+	sink.setValidator(name, ingest.NewValidator(name, info, time.Now, 24*time.Hour))
+	d.ingest.Run(ctx, name, src, info)
 }
 
 // Plugins is the plugin host (valid once Ready is closed).
@@ -158,6 +199,10 @@ func (d *Daemon) readyCheck(ctx context.Context) error {
 
 func (d *Daemon) close() error {
 	var errs []error
+	if d.stopWork != nil {
+		d.stopWork()
+		d.workers.Wait()
+	}
 	if d.plugins != nil {
 		d.plugins.Close()
 		d.plugins = nil
