@@ -1,0 +1,318 @@
+package csvsource
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults for optional config keys.
+const (
+	defaultDelimiter = ','
+	defaultBatch     = 1000
+	defaultSeparator = "|"
+	// maxBatch keeps one batch, and the host's transaction for it, a
+	// sensible size: 10,000 rows of a few dozen traits are a few MiB, well
+	// under the SDK's message limit.
+	maxBatch = 10000
+)
+
+// fileConfig is the instance's config block as written in config.yaml.
+type fileConfig struct {
+	Path          string                  `yaml:"path"`
+	IDColumn      string                  `yaml:"id_column"`
+	Email         string                  `yaml:"email"`
+	Phone         string                  `yaml:"phone"`
+	Timezone      string                  `yaml:"timezone"`
+	Columns       map[string]columnConfig `yaml:"columns"`
+	Delimiter     *string                 `yaml:"delimiter"`
+	Batch         *int                    `yaml:"batch"`
+	Watch         *bool                   `yaml:"watch"`
+	DeleteMissing bool                    `yaml:"delete_missing"`
+	Consent       *consentConfig          `yaml:"consent"`
+}
+
+type columnConfig struct {
+	Type      string  `yaml:"type"`
+	Name      string  `yaml:"name"`
+	Separator *string `yaml:"separator"`
+	Format    string  `yaml:"format"`
+	Skip      bool    `yaml:"skip"`
+}
+
+type consentConfig struct {
+	Column     string `yaml:"column"`
+	TimeColumn string `yaml:"time_column"`
+}
+
+// knownKeys lists the keys allowed at each level of the config, in the
+// order the error message shows them.
+var knownKeys = map[string][]string{
+	"":        {"path", "id_column", "email", "phone", "timezone", "columns", "delimiter", "batch", "watch", "delete_missing", "consent"},
+	"columns": {"type", "name", "separator", "format", "skip"},
+	"consent": {"column", "time_column"},
+}
+
+// settings is the validated config, before the file's header is read.
+type settings struct {
+	raw       fileConfig
+	path      string // absolute
+	delimiter rune
+	batch     int
+	watch     bool
+}
+
+// parseConfig decodes and checks the parts of the config that do not need
+// the file. Errors are *sdk.Error with code InvalidConfig.
+func parseConfig(data []byte) (*settings, error) {
+	var cfg fileConfig
+	if len(bytes.TrimSpace(data)) > 0 {
+		if err := decodeStrict(data, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	s := &settings{raw: cfg, delimiter: defaultDelimiter, batch: defaultBatch, watch: true}
+	if cfg.Path == "" {
+		return nil, configError("path", "required; set it to the CSV file to read (a relative path is relative to the daemon's working directory)")
+	}
+	abs, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, configError("path", "cannot make %q absolute: %v", cfg.Path, err)
+	}
+	s.path = abs
+	if cfg.IDColumn == "" {
+		return nil, configError("id_column", "required; set it to the header of the column holding the customer id")
+	}
+	if cfg.Delimiter != nil {
+		d := *cfg.Delimiter
+		r, n := utf8.DecodeRuneInString(d)
+		if n == 0 || n != len(d) || r == utf8.RuneError || r == '"' || r == '\r' || r == '\n' {
+			return nil, configError("delimiter", "%q cannot be the delimiter; use one character other than a quote or a line break, e.g. \",\", \";\" or \"\\t\"", d)
+		}
+		s.delimiter = r
+	}
+	if cfg.Batch != nil {
+		if *cfg.Batch < 1 || *cfg.Batch > maxBatch {
+			return nil, configError("batch", "%d is out of range; use 1 to %d customers per batch (default %d)", *cfg.Batch, maxBatch, defaultBatch)
+		}
+		s.batch = *cfg.Batch
+	}
+	if cfg.Watch != nil {
+		s.watch = *cfg.Watch
+	}
+	if cfg.Consent != nil && cfg.Consent.Column == "" {
+		return nil, configError("consent.column", "required when consent is set; name the column holding yes/no consent to email")
+	}
+	for _, col := range sortedKeys(cfg.Columns) {
+		c := cfg.Columns[col]
+		field := "columns." + col
+		if c.Skip {
+			if c.Type != "" || c.Name != "" || c.Separator != nil || c.Format != "" {
+				return nil, configError(field, "skip: true with other keys; a skipped column is dropped, so remove the other keys or the skip")
+			}
+			continue
+		}
+		if c.Type != "" {
+			if _, ok := parseType(c.Type); !ok {
+				return nil, configError(field+".type", "unknown type %q; use string, number, bool, time or list", c.Type)
+			}
+		}
+		if c.Name != "" {
+			if msg := checkTraitName(c.Name); msg != "" {
+				return nil, configError(field+".name", "%q %s; choose another name (letters, digits and _, starting with a letter or _)", c.Name, msg)
+			}
+		}
+		if c.Separator != nil {
+			if c.Type != "list" {
+				return nil, configError(field+".separator", "applies only to type: list; set type: list or remove separator")
+			}
+			if *c.Separator == "" {
+				return nil, configError(field+".separator", "is empty; use e.g. \"|\" or \";\" (default \"|\")")
+			}
+		}
+		if c.Format != "" && c.Type != "time" {
+			return nil, configError(field+".format", "applies only to type: time; set type: time or remove format")
+		}
+	}
+	return s, nil
+}
+
+// decodeStrict decodes data into cfg, rejecting unknown and duplicate keys
+// and values of the wrong kind, with errors that name the key and its line.
+func decodeStrict(data []byte, cfg *fileConfig) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return configError("", "config is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	paths := map[int]string{}
+	if len(root.Content) > 0 {
+		if err := checkKeys(root.Content[0], paths); err != nil {
+			return err
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(cfg)
+	if err == nil {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return configError("", "config: %v", err)
+	}
+	return typeError(te.Errors[0], paths)
+}
+
+// checkKeys reports unknown and duplicate keys in the config tree, and
+// records which key each line holds (for type errors).
+func checkKeys(root *yaml.Node, paths map[int]string) error {
+	top, err := checkMapping(root, "", knownKeys[""], paths)
+	if err != nil {
+		return err
+	}
+	for _, kv := range top {
+		switch kv[0].Value {
+		case "columns":
+			cols, err := checkMapping(kv[1], "columns", nil, paths)
+			if err != nil {
+				return err
+			}
+			for _, c := range cols {
+				if _, err := checkMapping(c[1], "columns."+c[0].Value, knownKeys["columns"], paths); err != nil {
+					return err
+				}
+			}
+		case "consent":
+			if _, err := checkMapping(kv[1], "consent", knownKeys["consent"], paths); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkMapping checks one mapping's keys against allowed (nil: any key) and
+// returns its key/value pairs. A null is an empty mapping.
+func checkMapping(n *yaml.Node, path string, allowed []string, paths map[int]string) ([][2]*yaml.Node, error) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		what := "the config"
+		if path != "" {
+			what = path
+		}
+		return nil, configError(path, "%s (line %d): must be a mapping of keys to values", what, n.Line)
+	}
+	var pairs [][2]*yaml.Node
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		field := k.Value
+		if path != "" {
+			field = path + "." + k.Value
+		}
+		if prev, dup := seen[k.Value]; dup {
+			return nil, configError(field, "%s (line %d): set twice (first at line %d); keep one", field, k.Line, prev)
+		}
+		seen[k.Value] = k.Line
+		if allowed != nil && !slices.Contains(allowed, k.Value) {
+			where := "at the top level"
+			if path != "" {
+				where = "in " + path
+			}
+			return nil, configError(field, "%s (line %d): unknown key %s%s; known keys: %s", field, k.Line, where, suggest(k.Value, allowed), strings.Join(allowed, ", "))
+		}
+		paths[v.Line] = field
+		pairs = append(pairs, [2]*yaml.Node{k, v})
+	}
+	return pairs, nil
+}
+
+var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `?(.*?)`? into (.+)$")
+
+// typeError turns one of yaml.v3's type error lines into a config error
+// naming the key.
+func typeError(msg string, paths map[int]string) error {
+	m := typeErrRE.FindStringSubmatch(msg)
+	if m == nil {
+		return configError("", "config: %s", msg)
+	}
+	line, _ := strconv.Atoi(m[1])
+	field := paths[line]
+	want := m[4]
+	switch {
+	case strings.HasPrefix(want, "map["), strings.HasPrefix(want, "csvsource."), strings.HasPrefix(want, "*csvsource."):
+		want = "a mapping"
+	case want == "int" || want == "*int":
+		want = "a whole number"
+	case want == "bool" || want == "*bool":
+		want = "true or false"
+	case want == "string" || want == "*string":
+		want = "a string"
+	}
+	got := m[3]
+	if got == "" {
+		got = "a " + m[2]
+	} else {
+		got = strconv.Quote(got)
+	}
+	name := field
+	if name == "" {
+		name = "value"
+	}
+	return configError(field, "%s (line %d): %s is not %s", name, line, got, want)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// suggest returns ` (did you mean "x"?)` for the known key closest to key,
+// or "" if none is close.
+func suggest(key string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(key, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,111 @@
+package csvsource
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// watcher reports changes to one file. It watches the file's directory, not
+// the file, so a file replaced by a rename (how exports are usually written)
+// is still seen.
+type watcher struct {
+	w       *fsnotify.Watcher
+	changed chan struct{} // holds at most one pending change
+	done    chan struct{}
+	failed  chan error
+}
+
+func newWatcher(path string, log *slog.Logger) (*watcher, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("csv: watching %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	if err := fw.Add(dir); err != nil {
+		fw.Close()
+		return nil, fmt.Errorf("csv: watching %s: %w", dir, err)
+	}
+	// A symlink's target can change without an event naming the link (a
+	// Kubernetes ConfigMap swaps a directory link), so then any event in
+	// the directory counts; the content hash tells whether it matters.
+	anyName := false
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		anyName = true
+	}
+	w := &watcher{w: fw, changed: make(chan struct{}, 1), done: make(chan struct{}), failed: make(chan error, 1)}
+	go func() {
+		for {
+			select {
+			case ev, ok := <-fw.Events:
+				if !ok {
+					w.failed <- fmt.Errorf("csv: watching %s: the watcher stopped", dir)
+					return
+				}
+				if ev.Op == fsnotify.Chmod || (!anyName && filepath.Clean(ev.Name) != path) {
+					continue
+				}
+				select {
+				case w.changed <- struct{}{}:
+				default:
+				}
+			case err, ok := <-fw.Errors:
+				if !ok {
+					w.failed <- fmt.Errorf("csv: watching %s: the watcher stopped", dir)
+					return
+				}
+				// An overflow loses events, not the watch: read the file
+				// again to be sure.
+				log.Warn("file watcher", "dir", dir, "err", err)
+				select {
+				case w.changed <- struct{}{}:
+				default:
+				}
+			case <-w.done:
+				return
+			}
+		}
+	}()
+	return w, nil
+}
+
+// wait returns when the file changed and then stayed quiet for debounce
+// (or changed continuously for 10 times that), or with ctx's error.
+func (w *watcher) wait(ctx context.Context, debounce time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-w.failed:
+		return err
+	case <-w.changed:
+	}
+	deadline := time.NewTimer(10 * debounce)
+	defer deadline.Stop()
+	quiet := time.NewTimer(debounce)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-w.failed:
+			return err
+		case <-w.changed:
+			quiet.Reset(debounce)
+		case <-quiet.C:
+			return nil
+		case <-deadline.C:
+			return nil
+		}
+	}
+}
+
+// Close stops watching.
+func (w *watcher) Close() error {
+	close(w.done)
+	return w.w.Close()
+}
