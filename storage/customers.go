@@ -35,36 +35,30 @@ func (db *DB) UpsertCustomers(ctx context.Context, cs []Customer) error {
 
 // UpsertCustomers is DB.UpsertCustomers inside a transaction.
 func (tx *Tx) UpsertCustomers(cs []Customer) error {
+	if len(cs) == 0 {
+		return nil
+	}
 	now := time.Now().UTC()
 	merge := "json_patch(customers.traits, excluded.traits)"
 	if tx.dialect == Postgres {
 		merge = "jsonb_strip_nulls(customers.traits || excluded.traits)"
 	}
-	for start := 0; start < len(cs); start += upsertChunk {
-		chunk := cs[start:min(start+upsertChunk, len(cs))]
-		var b strings.Builder
-		b.WriteString("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ")
-		args := make([]any, 0, 4*len(chunk))
-		for i, c := range chunk {
+	tail := fmt.Sprintf(" ON CONFLICT (id) DO UPDATE SET traits = %s, updated_at = excluded.updated_at", merge)
+	args := make([]any, 0, 4*upsertChunk)
+	return tx.chunked("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ", 4, tail, len(cs), func(lo, hi int) ([]any, error) {
+		args = args[:0]
+		for _, c := range cs[lo:hi] {
 			if c.ID == "" {
-				return errors.New("storage: customer with an empty id")
+				return nil, errors.New("storage: customer with an empty id")
 			}
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString("(?, ?, ?, ?)")
 			traits := string(c.Traits)
 			if traits == "" {
 				traits = "{}"
 			}
 			args = append(args, c.ID, traits, now, now)
 		}
-		fmt.Fprintf(&b, " ON CONFLICT (id) DO UPDATE SET traits = %s, updated_at = excluded.updated_at", merge)
-		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
-			return fmt.Errorf("storage: upsert customers: %w", err)
-		}
-	}
-	return nil
+		return args, nil
+	})
 }
 
 // EnsureCustomers creates an empty profile for each id that has none (an

@@ -2,6 +2,9 @@ package storage
 
 import (
 	"context"
+	"database/sql"
+	"strconv"
+	"strings"
 
 	"gorm.io/gorm"
 )
@@ -19,4 +22,72 @@ func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
 	return db.session(ctx).Transaction(func(g *gorm.DB) error {
 		return fn(&Tx{g: g, dialect: db.dialect})
 	})
+}
+
+// chunked inserts n rows of `cols` parameters each in multi-row statements
+// of up to upsertChunk rows: head + "(?, ...), (...)" + tail. The statement
+// for a full chunk is prepared once and reused (a statement with hundreds of
+// parameters is costly to compile); args(lo, hi) returns the parameters of
+// rows [lo, hi).
+func (tx *Tx) chunked(head string, cols int, tail string, n int, args func(lo, hi int) ([]any, error)) error {
+	ctx := tx.g.Statement.Context
+	pool := tx.g.Statement.ConnPool
+	var full *sql.Stmt
+	defer func() {
+		if full != nil {
+			full.Close()
+		}
+	}()
+	for lo := 0; lo < n; lo += upsertChunk {
+		hi := min(lo+upsertChunk, n)
+		a, err := args(lo, hi)
+		if err != nil {
+			return err
+		}
+		if hi-lo == upsertChunk {
+			if full == nil {
+				if full, err = pool.PrepareContext(ctx, tx.values(head, cols, upsertChunk, tail)); err != nil {
+					return err
+				}
+			}
+			if _, err := full.ExecContext(ctx, a...); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := pool.ExecContext(ctx, tx.values(head, cols, hi-lo, tail), a...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// values builds head + rows tuples of cols placeholders + tail, with the
+// dialect's placeholders (? on SQLite, $n on PostgreSQL).
+func (tx *Tx) values(head string, cols, rows int, tail string) string {
+	var b strings.Builder
+	b.Grow(len(head) + len(tail) + rows*cols*5)
+	b.WriteString(head)
+	p := 0
+	for r := range rows {
+		if r > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteByte(',')
+			}
+			p++
+			if tx.dialect == Postgres {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(p))
+			} else {
+				b.WriteByte('?')
+			}
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(tail)
+	return b.String()
 }

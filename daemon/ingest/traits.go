@@ -4,49 +4,88 @@ package ingest
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
+	"strconv"
 
 	"github.com/cohortd/cohort/sdk"
 	"github.com/cohortd/cohort/storage"
 )
 
 // Customers converts plugin customers to storage rows: traits become one JSON
-// object; a null Value becomes JSON null, which removes the trait on upsert.
-// Times are stored as RFC 3339 UTC strings with millisecond precision.
+// object with keys in sorted order; a null Value becomes JSON null, which
+// removes the trait on upsert. Times are RFC 3339 UTC strings with
+// millisecond precision. This is on the import hot path, so it writes JSON
+// directly rather than through reflection.
 func Customers(cs []sdk.Customer) ([]storage.Customer, error) {
 	out := make([]storage.Customer, 0, len(cs))
+	var (
+		buf  []byte
+		keys []string
+	)
 	for _, c := range cs {
 		if c.ID == "" {
 			return nil, fmt.Errorf("a customer without an id")
 		}
-		m := make(map[string]any, len(c.Traits))
-		for k, v := range c.Traits {
-			m[k] = TraitJSON(v)
+		keys = keys[:0]
+		for k := range c.Traits {
+			keys = append(keys, k)
 		}
-		b, err := json.Marshal(m)
-		if err != nil {
-			return nil, fmt.Errorf("customer %q: %w", c.ID, err)
+		slices.Sort(keys)
+		start := len(buf)
+		buf = append(buf, '{')
+		for i, k := range keys {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, k)
+			buf = append(buf, ':')
+			buf = AppendTraitJSON(buf, c.Traits[k])
 		}
-		out = append(out, storage.Customer{ID: c.ID, Traits: b})
+		buf = append(buf, '}')
+		out = append(out, storage.Customer{ID: c.ID, Traits: buf[start:len(buf):len(buf)]})
 	}
 	return out, nil
 }
 
-// TraitJSON is the JSON form of a trait value.
-func TraitJSON(v sdk.Value) any {
+// AppendTraitJSON appends the JSON form of a trait value.
+func AppendTraitJSON(b []byte, v sdk.Value) []byte {
 	switch v.Type {
 	case sdk.TypeString:
-		return v.Str
+		return appendString(b, v.Str)
 	case sdk.TypeNumber:
-		return v.Num
-	case sdk.TypeBool:
-		return v.Bool
-	case sdk.TypeTime:
-		return v.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	case sdk.TypeStringList:
-		if v.List == nil {
-			return []string{}
+		if math.IsNaN(v.Num) || math.IsInf(v.Num, 0) {
+			return append(b, "null"...)
 		}
-		return v.List
+		return strconv.AppendFloat(b, v.Num, 'g', -1, 64)
+	case sdk.TypeBool:
+		return strconv.AppendBool(b, v.Bool)
+	case sdk.TypeTime:
+		b = append(b, '"')
+		b = v.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		return append(b, '"')
+	case sdk.TypeStringList:
+		b = append(b, '[')
+		for i, s := range v.List {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, s)
+		}
+		return append(b, ']')
 	}
-	return nil
+	return append(b, "null"...)
+}
+
+// appendString appends s as a JSON string, escaping as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -6,4 +6,3 @@ CREATE TABLE customers (
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX customers_updated_at ON customers (updated_at);

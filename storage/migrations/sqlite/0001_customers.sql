@@ -6,4 +6,3 @@ CREATE TABLE customers (
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
-CREATE INDEX customers_updated_at ON customers (updated_at);
