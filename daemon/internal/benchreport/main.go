@@ -35,6 +35,10 @@ type target struct {
 var targets = map[string]target{
 	"BenchmarkPullStream": {unit: "rec/s", higher: true, ratio: 0.8, absolute: 1.5e6,
 		note: "issue 3: source plugin process vs in-process connection, batches of 1000"},
+	"BenchmarkFirstImport": {unit: "s", absolute: 15,
+		note: "issue 4: 1M customers from the csv plugin into SQLite; baseline = bare upserts of the same rows"},
+	"BenchmarkRuleEval": {unit: "ns/rec", ratio: 1.5,
+		note: "issue 4: compiled rule vs hand-written Go predicate over the same columns"},
 }
 
 type result struct {
