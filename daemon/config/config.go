@@ -28,6 +28,7 @@ type Config struct {
 	HTTP     HTTP      `yaml:"http"`
 	Timezone string    `yaml:"timezone"`
 	Rules    Rules     `yaml:"rules"`
+	RFM      RFM       `yaml:"rfm"`
 	Log      Log       `yaml:"log"`
 	Plugins  Plugins   `yaml:"plugins"`
 	Sources  Instances `yaml:"sources"`
@@ -64,6 +65,14 @@ type HTTP struct {
 // Rules locates the rules directory.
 type Rules struct {
 	Dir string `yaml:"dir"`
+}
+
+// RFM configures the recency/frequency/monetary quintiles rules read as
+// rfm.r, rfm.f and rfm.m, recomputed at every full pass.
+type RFM struct {
+	// Event is the event whose recency, count and value sum are ranked
+	// (e.g. purchase); empty disables rfm.* in rules.
+	Event string `yaml:"event"`
 }
 
 // Log configures logging.
