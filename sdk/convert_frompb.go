@@ -1,0 +1,681 @@
+package sdk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	pluginv1 "github.com/cohortd/cohort/sdk/proto/cohort/plugin/v1"
+)
+
+// This file converts protobuf messages to SDK types; convert_topb.go does
+// the reverse. Slices and maps are allocated at their final size; strings,
+// byte slices and string lists are shared with the protobuf message, which
+// the callers drop right after.
+
+// msToTime decodes Unix milliseconds, 0 ("not set") as the zero time.
+func msToTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func valueFromPB(v *pluginv1.Value) Value {
+	switch k := v.GetKind().(type) {
+	case *pluginv1.Value_StringValue:
+		return Value{Type: TypeString, Str: k.StringValue}
+	case *pluginv1.Value_NumberValue:
+		return Value{Type: TypeNumber, Num: k.NumberValue}
+	case *pluginv1.Value_BoolValue:
+		return Value{Type: TypeBool, Bool: k.BoolValue}
+	case *pluginv1.Value_TimeUnixMs:
+		return Value{Type: TypeTime, Time: time.UnixMilli(k.TimeUnixMs).UTC()}
+	case *pluginv1.Value_ListValue:
+		l := k.ListValue.GetValues()
+		if len(l) == 0 {
+			l = nil
+		}
+		return Value{Type: TypeStringList, List: l}
+	}
+	return Value{}
+}
+
+func valueMapFromPB(m map[string]*pluginv1.Value) map[string]Value {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]Value, len(m))
+	for name, v := range m {
+		out[name] = valueFromPB(v)
+	}
+	return out
+}
+
+func stringsFromPB(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+func bytesFromPB(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func batchFromPB(pb *pluginv1.Batch) *Batch {
+	b := &Batch{
+		Deletes:  stringsFromPB(pb.GetDeletes()),
+		Cursor:   pb.GetCursor(),
+		CaughtUp: pb.GetCaughtUp(),
+	}
+	if cs := pb.GetCustomers(); len(cs) > 0 {
+		b.Customers = make([]Customer, len(cs))
+		for i, c := range cs {
+			b.Customers[i] = Customer{ID: c.GetId(), Traits: valueMapFromPB(c.GetTraits())}
+		}
+	}
+	if es := pb.GetEvents(); len(es) > 0 {
+		b.Events = make([]Event, len(es))
+		for i, e := range es {
+			b.Events[i] = Event{
+				ID:         e.GetId(),
+				CustomerID: e.GetCustomerId(),
+				Name:       e.GetName(),
+				Time:       msToTime(e.GetTimeUnixMs()),
+				Value:      e.GetValue(),
+				HasValue:   e.GetHasValue(),
+				Properties: valueMapFromPB(e.GetProperties()),
+			}
+		}
+	}
+	if cs := pb.GetConsents(); len(cs) > 0 {
+		b.Consents = make([]ConsentChange, len(cs))
+		for i, c := range cs {
+			b.Consents[i] = ConsentChange{
+				CustomerID: c.GetCustomerId(),
+				Kind:       c.GetKind(),
+				Status:     ConsentStatus(c.GetStatus()),
+				Time:       msToTime(c.GetTimeUnixMs()),
+				Basis:      c.GetBasis(),
+			}
+		}
+	}
+	if ps := pb.GetProblems(); len(ps) > 0 {
+		b.Problems = make([]Problem, len(ps))
+		for i, p := range ps {
+			b.Problems[i] = Problem{
+				CustomerID: p.GetCustomerId(),
+				Field:      p.GetField(),
+				Message:    p.GetMessage(),
+				Line:       int(p.GetLine()),
+				Column:     int(p.GetColumn()),
+			}
+		}
+	}
+	return b
+}
+
+func configureRequestFromPB(r *pluginv1.ConfigureRequest) ConfigureRequest {
+	return ConfigureRequest{
+		Instance:    r.GetInstance(),
+		Config:      bytesFromPB(r.GetConfigYaml()),
+		PublicURL:   r.GetPublicUrl(),
+		WebhookPath: r.GetWebhookPath(),
+	}
+}
+
+func sourceInfoFromPB(pb *pluginv1.SourceInfo) SourceInfo {
+	info := SourceInfo{
+		Name:       pb.GetName(),
+		Version:    pb.GetVersion(),
+		EventNames: stringsFromPB(pb.GetEventNames()),
+		Contact: ContactFields{
+			Email:    pb.GetContact().GetEmail(),
+			Phone:    pb.GetContact().GetPhone(),
+			Timezone: pb.GetContact().GetTimezone(),
+		},
+		Webhooks: pb.GetWebhooks(),
+	}
+	if ts := pb.GetTraits(); len(ts) > 0 {
+		info.Traits = make([]Trait, len(ts))
+		for i, t := range ts {
+			info.Traits[i] = Trait{Name: t.GetName(), Type: TraitType(t.GetType()), Description: t.GetDescription()}
+		}
+	}
+	return info
+}
+
+func headersFromPB(hs []*pluginv1.Header) []Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]Header, len(hs))
+	for i, h := range hs {
+		out[i] = Header{Name: h.GetName(), Values: stringsFromPB(h.GetValues())}
+	}
+	return out
+}
+
+func webhookRequestFromPB(r *pluginv1.WebhookRequest) *WebhookRequest {
+	return &WebhookRequest{
+		Method:     r.GetMethod(),
+		URL:        r.GetUrl(),
+		Path:       r.GetPath(),
+		Headers:    headersFromPB(r.GetHeaders()),
+		Body:       bytesFromPB(r.GetBody()),
+		RemoteAddr: r.GetRemoteAddr(),
+	}
+}
+
+func httpResponseFromPB(r *pluginv1.HttpResponse) HTTPResponse {
+	return HTTPResponse{
+		Status:  int(r.GetStatus()),
+		Headers: headersFromPB(r.GetHeaders()),
+		Body:    bytesFromPB(r.GetBody()),
+	}
+}
+
+func sourceWebhookResponseFromPB(r *pluginv1.SourceWebhookResponse) *SourceWebhookResponse {
+	out := &SourceWebhookResponse{Response: httpResponseFromPB(r.GetResponse())}
+	if r.GetBatch() != nil {
+		out.Batch = batchFromPB(r.GetBatch())
+	}
+	return out
+}
+
+func channelInfoFromPB(pb *pluginv1.ChannelInfo) ChannelInfo {
+	return ChannelInfo{
+		Name:     pb.GetName(),
+		Version:  pb.GetVersion(),
+		Kind:     pb.GetKind(),
+		MaxBatch: int(pb.GetMaxBatch()),
+		RateHint: pb.GetRateHint(),
+		Webhooks: pb.GetWebhooks(),
+	}
+}
+
+func messagesFromPB(r *pluginv1.SendRequest) []Message {
+	ms := r.GetMessages()
+	if len(ms) == 0 {
+		return nil
+	}
+	out := make([]Message, len(ms))
+	for i, m := range ms {
+		md := m.GetMetadata()
+		if len(md) == 0 {
+			md = nil
+		}
+		out[i] = Message{
+			Key:        m.GetKey(),
+			CustomerID: m.GetCustomerId(),
+			To:         m.GetTo(),
+			From:       m.GetFrom(),
+			ReplyTo:    m.GetReplyTo(),
+			Subject:    m.GetSubject(),
+			Text:       m.GetText(),
+			HTML:       m.GetHtml(),
+			Headers:    headersFromPB(m.GetHeaders()),
+			Metadata:   md,
+		}
+	}
+	return out
+}
+
+func resultsFromPB(r *pluginv1.SendResponse) []Result {
+	rs := r.GetResults()
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]Result, len(rs))
+	for i, p := range rs {
+		out[i] = Result{
+			Key:        p.GetKey(),
+			Status:     ResultStatus(p.GetStatus()),
+			ProviderID: p.GetProviderId(),
+			RetryAfter: time.Duration(p.GetRetryAfterMs()) * time.Millisecond,
+			Reason:     p.GetReason(),
+			Code:       p.GetCode(),
+		}
+	}
+	return out
+}
+
+func channelWebhookResponseFromPB(r *pluginv1.ChannelWebhookResponse) *ChannelWebhookResponse {
+	out := &ChannelWebhookResponse{Response: httpResponseFromPB(r.GetResponse())}
+	if es := r.GetEvents(); len(es) > 0 {
+		out.Events = make([]DeliveryEvent, len(es))
+		for i, e := range es {
+			out.Events[i] = DeliveryEvent{
+				Key:        e.GetKey(),
+				ProviderID: e.GetProviderId(),
+				Type:       DeliveryType(e.GetType()),
+				Address:    e.GetAddress(),
+				Time:       msToTime(e.GetTimeUnixMs()),
+				Reason:     e.GetReason(),
+				URL:        e.GetUrl(),
+				EventID:    e.GetEventId(),
+			}
+		}
+	}
+	return out
+}
+
+// The host decodes Pull batches straight from the wire format into SDK
+// types (see appendBatch for the other direction): no protobuf messages in
+// between, slices and maps allocated at their final size after a cheap scan
+// of the field lengths, trait names shared across the stream.
+
+// nameTable shares the strings of trait and property names, a small set
+// repeated in every customer, across the batches of one Pull.
+type nameTable struct {
+	m map[string]string
+}
+
+// maxNames bounds a nameTable: past it, names are allocated as they come.
+const maxNames = 4096
+
+func (t *nameTable) name(b []byte) string {
+	if s, ok := t.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if t.m == nil {
+		t.m = make(map[string]string, 32)
+	}
+	if len(t.m) < maxNames {
+		t.m[s] = s
+	}
+	return s
+}
+
+var errMalformed = errors.New("malformed message")
+
+// wireString converts a string field, which proto3 requires to be UTF-8.
+func wireString(b []byte) (string, error) {
+	if !utf8.Valid(b) {
+		return "", errors.New("string field is not valid UTF-8")
+	}
+	return string(b), nil
+}
+
+// fieldReader walks the fields of one message.
+type fieldReader struct {
+	b   []byte
+	err error
+	num protowire.Number
+	typ protowire.Type
+	// One of these holds the field's value, by typ.
+	bytes []byte
+	u64   uint64
+}
+
+// next reads the next field; it returns false at the end or on error.
+func (r *fieldReader) next() bool {
+	if len(r.b) == 0 || r.err != nil {
+		return false
+	}
+	num, typ, n := protowire.ConsumeTag(r.b)
+	if n < 0 {
+		r.err = fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(n))
+		return false
+	}
+	r.b = r.b[n:]
+	r.num, r.typ = num, typ
+	switch typ {
+	case protowire.BytesType:
+		r.bytes, n = protowire.ConsumeBytes(r.b)
+	case protowire.VarintType:
+		r.u64, n = protowire.ConsumeVarint(r.b)
+	case protowire.Fixed64Type:
+		r.u64, n = protowire.ConsumeFixed64(r.b)
+	case protowire.Fixed32Type:
+		var v uint32
+		v, n = protowire.ConsumeFixed32(r.b)
+		r.u64 = uint64(v)
+	default:
+		n = protowire.ConsumeFieldValue(num, typ, r.b)
+	}
+	if n < 0 {
+		r.err = fmt.Errorf("%w: field %d: %v", errMalformed, num, protowire.ParseError(n))
+		return false
+	}
+	r.b = r.b[n:]
+	return true
+}
+
+// is reports whether the current field is num with wire type typ. A known
+// field number with another wire type is an error.
+func (r *fieldReader) is(num protowire.Number, typ protowire.Type) bool {
+	if r.num != num {
+		return false
+	}
+	if r.typ != typ {
+		r.err = fmt.Errorf("%w: field %d has wire type %d, want %d", errMalformed, num, r.typ, typ)
+		r.b = nil
+		return false
+	}
+	return true
+}
+
+// countFields counts the fields of b numbered num, and checks b's framing.
+func countFields(b []byte, num protowire.Number) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		fnum, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return 0, fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(l))
+		}
+		b = b[l:]
+		l = protowire.ConsumeFieldValue(fnum, typ, b)
+		if l < 0 {
+			return 0, fmt.Errorf("%w: field %d: %v", errMalformed, fnum, protowire.ParseError(l))
+		}
+		b = b[l:]
+		if fnum == num {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// decodeBatch decodes the wire encoding of a cohort.plugin.v1.Batch.
+func decodeBatch(data []byte, names *nameTable) (*Batch, error) {
+	var counts [fBatchProblems + 1]int
+	scan := fieldReader{b: data}
+	for scan.next() {
+		if scan.num <= fBatchProblems {
+			counts[scan.num]++
+		}
+	}
+	if scan.err != nil {
+		return nil, fmt.Errorf("batch: %w", scan.err)
+	}
+	b := &Batch{}
+	if n := counts[fBatchCustomers]; n > 0 {
+		b.Customers = make([]Customer, 0, n)
+	}
+	if n := counts[fBatchDeletes]; n > 0 {
+		b.Deletes = make([]string, 0, n)
+	}
+	if n := counts[fBatchEvents]; n > 0 {
+		b.Events = make([]Event, 0, n)
+	}
+	if n := counts[fBatchConsents]; n > 0 {
+		b.Consents = make([]ConsentChange, 0, n)
+	}
+	if n := counts[fBatchProblems]; n > 0 {
+		b.Problems = make([]Problem, 0, n)
+	}
+	r := fieldReader{b: data}
+	for r.next() {
+		var err error
+		switch {
+		case r.is(fBatchCustomers, protowire.BytesType):
+			var c Customer
+			c, err = decodeCustomer(r.bytes, names)
+			b.Customers = append(b.Customers, c)
+		case r.is(fBatchDeletes, protowire.BytesType):
+			var id string
+			id, err = wireString(r.bytes)
+			b.Deletes = append(b.Deletes, id)
+		case r.is(fBatchEvents, protowire.BytesType):
+			var e Event
+			e, err = decodeEvent(r.bytes, names)
+			b.Events = append(b.Events, e)
+		case r.is(fBatchConsents, protowire.BytesType):
+			var c ConsentChange
+			c, err = decodeConsent(r.bytes)
+			b.Consents = append(b.Consents, c)
+		case r.is(fBatchCursor, protowire.BytesType):
+			b.Cursor, err = wireString(r.bytes)
+		case r.is(fBatchCaughtUp, protowire.VarintType):
+			b.CaughtUp = protowire.DecodeBool(r.u64)
+		case r.is(fBatchProblems, protowire.BytesType):
+			var p Problem
+			p, err = decodeProblem(r.bytes)
+			b.Problems = append(b.Problems, p)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("batch field %d: %w", r.num, err)
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("batch: %w", r.err)
+	}
+	return b, nil
+}
+
+func decodeCustomer(data []byte, names *nameTable) (Customer, error) {
+	var c Customer
+	n, err := countFields(data, fCustomerTraits)
+	if err != nil {
+		return c, err
+	}
+	if n > 0 {
+		c.Traits = make(map[string]Value, n)
+	}
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fCustomerID, protowire.BytesType):
+			c.ID, err = wireString(r.bytes)
+		case r.is(fCustomerTraits, protowire.BytesType):
+			err = decodeEntry(r.bytes, names, c.Traits)
+		}
+		if err != nil {
+			return c, fmt.Errorf("customer %q: %w", c.ID, err)
+		}
+	}
+	return c, r.err
+}
+
+// Tags of the fields the fast paths expect, as single bytes.
+const (
+	tagEntryKey    = fEntryKey<<3 | byte(protowire.BytesType)
+	tagEntryValue  = fEntryValue<<3 | byte(protowire.BytesType)
+	tagValueString = fValueString<<3 | byte(protowire.BytesType)
+	tagValueNumber = fValueNumber<<3 | byte(protowire.Fixed64Type)
+	tagValueBool   = fValueBool<<3 | byte(protowire.VarintType)
+	tagValueTime   = fValueTime<<3 | byte(protowire.VarintType)
+)
+
+// decodeEntry decodes one map<string, Value> entry into m.
+func decodeEntry(data []byte, names *nameTable, m map[string]Value) error {
+	// Fast path: the key, then the value, as encoders write them.
+	if len(data) > 2 && data[0] == tagEntryKey {
+		if kl, n := protowire.ConsumeBytes(data[1:]); n > 0 && 1+n < len(data) && data[1+n] == tagEntryValue {
+			if vb, n2 := protowire.ConsumeBytes(data[2+n:]); n2 > 0 && 2+n+n2 == len(data) && utf8.Valid(kl) {
+				key := names.name(kl)
+				v, err := decodeValue(vb)
+				if err != nil {
+					return fmt.Errorf("%q: %w", key, err)
+				}
+				m[key] = v
+				return nil
+			}
+		}
+	}
+	var key string
+	var v Value
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fEntryKey, protowire.BytesType):
+			if !utf8.Valid(r.bytes) {
+				return errors.New("map key is not valid UTF-8")
+			}
+			key = names.name(r.bytes)
+		case r.is(fEntryValue, protowire.BytesType):
+			var err error
+			if v, err = decodeValue(r.bytes); err != nil {
+				return fmt.Errorf("%q: %w", key, err)
+			}
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	m[key] = v
+	return nil
+}
+
+func decodeValue(data []byte) (Value, error) {
+	// Fast path: a value that is one scalar member, as encoders write it.
+	if len(data) > 1 {
+		switch data[0] {
+		case tagValueString:
+			if b, n := protowire.ConsumeBytes(data[1:]); n == len(data)-1 {
+				s, err := wireString(b)
+				return Value{Type: TypeString, Str: s}, err
+			}
+		case tagValueNumber:
+			if len(data) == 9 {
+				return Value{Type: TypeNumber, Num: math.Float64frombits(binary.LittleEndian.Uint64(data[1:]))}, nil
+			}
+		case tagValueBool:
+			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
+				return Value{Type: TypeBool, Bool: protowire.DecodeBool(u)}, nil
+			}
+		case tagValueTime:
+			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
+				return Value{Type: TypeTime, Time: time.UnixMilli(int64(u)).UTC()}, nil
+			}
+		}
+	}
+	var v Value
+	var err error
+	r := fieldReader{b: data}
+	for r.next() {
+		// A oneof: the last member on the wire wins.
+		switch {
+		case r.is(fValueString, protowire.BytesType):
+			var s string
+			s, err = wireString(r.bytes)
+			v = Value{Type: TypeString, Str: s}
+		case r.is(fValueNumber, protowire.Fixed64Type):
+			v = Value{Type: TypeNumber, Num: math.Float64frombits(r.u64)}
+		case r.is(fValueBool, protowire.VarintType):
+			v = Value{Type: TypeBool, Bool: protowire.DecodeBool(r.u64)}
+		case r.is(fValueTime, protowire.VarintType):
+			v = Value{Type: TypeTime, Time: time.UnixMilli(int64(r.u64)).UTC()}
+		case r.is(fValueList, protowire.BytesType):
+			var l []string
+			l, err = decodeStringList(r.bytes)
+			v = Value{Type: TypeStringList, List: l}
+		}
+		if err != nil {
+			return v, err
+		}
+	}
+	return v, r.err
+}
+
+func decodeStringList(data []byte) ([]string, error) {
+	n, err := countFields(data, fStringListValues)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	l := make([]string, 0, n)
+	r := fieldReader{b: data}
+	for r.next() {
+		if r.is(fStringListValues, protowire.BytesType) {
+			s, err := wireString(r.bytes)
+			if err != nil {
+				return nil, err
+			}
+			l = append(l, s)
+		}
+	}
+	return l, r.err
+}
+
+func decodeEvent(data []byte, names *nameTable) (Event, error) {
+	var e Event
+	n, err := countFields(data, fEventProperties)
+	if err != nil {
+		return e, err
+	}
+	if n > 0 {
+		e.Properties = make(map[string]Value, n)
+	}
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fEventID, protowire.BytesType):
+			e.ID, err = wireString(r.bytes)
+		case r.is(fEventCustomerID, protowire.BytesType):
+			e.CustomerID, err = wireString(r.bytes)
+		case r.is(fEventName, protowire.BytesType):
+			e.Name, err = wireString(r.bytes)
+		case r.is(fEventTime, protowire.VarintType):
+			e.Time = msToTime(int64(r.u64))
+		case r.is(fEventValue, protowire.Fixed64Type):
+			e.Value = math.Float64frombits(r.u64)
+		case r.is(fEventHasValue, protowire.VarintType):
+			e.HasValue = protowire.DecodeBool(r.u64)
+		case r.is(fEventProperties, protowire.BytesType):
+			err = decodeEntry(r.bytes, names, e.Properties)
+		}
+		if err != nil {
+			return e, fmt.Errorf("event %q: %w", e.ID, err)
+		}
+	}
+	return e, r.err
+}
+
+func decodeConsent(data []byte) (ConsentChange, error) {
+	var c ConsentChange
+	var err error
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fConsentCustomerID, protowire.BytesType):
+			c.CustomerID, err = wireString(r.bytes)
+		case r.is(fConsentKind, protowire.BytesType):
+			c.Kind, err = wireString(r.bytes)
+		case r.is(fConsentStatus, protowire.VarintType):
+			c.Status = ConsentStatus(int32(r.u64))
+		case r.is(fConsentTime, protowire.VarintType):
+			c.Time = msToTime(int64(r.u64))
+		case r.is(fConsentBasis, protowire.BytesType):
+			c.Basis, err = wireString(r.bytes)
+		}
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, r.err
+}
+
+func decodeProblem(data []byte) (Problem, error) {
+	var p Problem
+	var err error
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fProblemCustomerID, protowire.BytesType):
+			p.CustomerID, err = wireString(r.bytes)
+		case r.is(fProblemField, protowire.BytesType):
+			p.Field, err = wireString(r.bytes)
+		case r.is(fProblemMessage, protowire.BytesType):
+			p.Message, err = wireString(r.bytes)
+		case r.is(fProblemLine, protowire.VarintType):
+			p.Line = int(int32(r.u64))
+		case r.is(fProblemColumn, protowire.VarintType):
+			p.Column = int(int32(r.u64))
+		}
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, r.err
+}
