@@ -12,23 +12,23 @@ import (
 // benchCustomers is how many customers one benchmark iteration pulls.
 const benchCustomers = 1_000_000
 
-// BenchmarkPullPluginProcess streams synthetic customers from a source
-// plugin process (built binary, AutoMTLS on), as the daemon would.
-func BenchmarkPullPluginProcess(b *testing.B) {
-	bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
-	benchPull(b, sdktest.LaunchSource(b, bin))
-}
-
-// BenchmarkPullInProcess streams the same customers from the same source
-// served in this process over plugin.TestPluginGRPCConn.
-func BenchmarkPullInProcess(b *testing.B) {
-	benchPull(b, sdktest.ConnectSource(b, &synth.Source{}))
-}
-
-// BenchmarkPullDirect calls the source without gRPC: the cost of making
-// the data, for reference.
-func BenchmarkPullDirect(b *testing.B) {
-	benchPull(b, &synth.Source{})
+// BenchmarkPullStream streams synthetic customers (8 traits each, batches of
+// 1000) from a source plugin process (the built binary, AutoMTLS on, as the
+// daemon launches it) — the subject — beside the same source served in this
+// process over plugin.TestPluginGRPCConn — the baseline — in the same run.
+// `make bench` prints them side by side with the target (issue 3).
+func BenchmarkPullStream(b *testing.B) {
+	b.Run("subject", func(b *testing.B) {
+		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
+		benchPull(b, sdktest.LaunchSource(b, bin))
+	})
+	b.Run("baseline", func(b *testing.B) {
+		benchPull(b, sdktest.ConnectSource(b, &synth.Source{}))
+	})
+	// The cost of making the data without gRPC, for reference.
+	b.Run("direct", func(b *testing.B) {
+		benchPull(b, &synth.Source{})
+	})
 }
 
 func benchPull(b *testing.B, src sdk.Source) {

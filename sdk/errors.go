@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -184,6 +185,11 @@ func fromStatus(ctx context.Context, what string, err error, configure bool) err
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s: %w", what, ctxErr)
+	}
+	// gRPC may give up on a deadline a moment before ctx's own timer fires:
+	// that is still the caller's deadline, not the plugin's.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
 	}
 	st, ok := status.FromError(err)
 	if !ok {

@@ -253,6 +253,7 @@ func (i *Instance) launch(ctx context.Context) (uint64, error) {
 		StartTimeout:     i.opts.StartTimeout,
 		Logger:           newHCLogger(i.log),
 		SkipHostEnv:      true,
+		GRPCDialOptions:  sdk.GRPCDialOptions(),
 	}
 	client := plugin.NewClient(cc)
 	i.mu.Lock()
