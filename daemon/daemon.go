@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,8 @@ import (
 	"github.com/cohortd/cohort/daemon/config"
 	"github.com/cohortd/cohort/daemon/ingest"
 	"github.com/cohortd/cohort/daemon/pluginhost"
+	"github.com/cohortd/cohort/daemon/profile"
+	"github.com/cohortd/cohort/daemon/segment"
 	"github.com/cohortd/cohort/sdk"
 	"github.com/cohortd/cohort/storage"
 )
@@ -59,12 +62,24 @@ type Daemon struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	db      *storage.DB
-	plugins *pluginhost.Host
-	ingest  *ingest.Ingester
+	db       *storage.DB
+	plugins  *pluginhost.Host
+	ingest   *ingest.Ingester
+	sink     *webhookSink
+	observer observerSwitch
+	m        *daemonMetrics
+
+	// Built by boot; guarded by mu.
+	mu        sync.Mutex
+	schema    *Schema
+	store     *profile.Store
+	segmenter *segment.Segmenter
+	scheduler *segment.Scheduler
+	booted    atomic.Bool
 
 	// work is cancelled at shutdown, before plugins and storage close;
 	// background goroutines are tracked by workers.
+	work     context.Context
 	stopWork context.CancelFunc
 	workers  sync.WaitGroup
 	http     *api.Server
@@ -76,7 +91,7 @@ type Daemon struct {
 func New(cfg *config.Config, log *slog.Logger) *Daemon {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Daemon{cfg: cfg, log: log, registry: reg, ready: make(chan struct{})}
+	return &Daemon{cfg: cfg, log: log, registry: reg, ready: make(chan struct{}), m: newDaemonMetrics(reg)}
 }
 
 // Registry is the Prometheus registry every part adds its series to.
@@ -112,11 +127,24 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	close(d.ready)
 	d.log.Info("cohort is running", "addr", d.addr.String(), "public_url", d.cfg.HTTP.PublicURL)
 
-	select {
-	case <-ctx.Done():
-		d.log.Info("stopping cohort", "reason", context.Cause(ctx))
-	case err := <-serveErr:
-		return fmt.Errorf("http server: %w", err)
+	bootErr := make(chan error, 1)
+	d.workers.Add(1)
+	go func() {
+		defer d.workers.Done()
+		bootErr <- d.boot(d.work)
+	}()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping cohort", "reason", context.Cause(ctx))
+			done = true
+		case err := <-serveErr:
+			return fmt.Errorf("http server: %w", err)
+		case err := <-bootErr:
+			if err != nil && ctx.Err() == nil {
+				return &StartupError{Err: err}
+			}
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.HTTP.ShutdownTimeout)
 	defer cancel()
@@ -151,19 +179,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	// retried (or disabled, if its config is wrong) without stopping the rest.
 	d.plugins = pluginhost.New(d.cfg, d.log, d.registry, pluginhost.Options{})
 	d.plugins.Start(ctx)
-	d.ingest = ingest.New(d.db, d.log, d.registry, ingest.Options{})
-	sink := &webhookSink{ingest: d.ingest, validators: map[string]*ingest.Validator{}}
-	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, sink))
-
-	work, stop := context.WithCancel(context.WithoutCancel(ctx))
-	d.stopWork = stop
-	for _, name := range d.cfg.Sources.Names {
-		d.workers.Add(1)
-		go func() {
-			defer d.workers.Done()
-			d.runSource(work, name, sink)
-		}()
-	}
+	d.ingest = ingest.New(d.db, d.log, d.registry, ingest.Options{}, &d.observer)
+	d.sink = &webhookSink{ingest: d.ingest, validators: map[string]*ingest.Validator{}}
+	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, d.sink))
+	d.work, d.stopWork = context.WithCancel(context.WithoutCancel(ctx))
 	return nil
 }
 
@@ -194,6 +213,9 @@ func (d *Daemon) readyCheck(ctx context.Context) error {
 	if err := d.db.Ping(ctx); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
+	if !d.booted.Load() {
+		return errors.New("starting: loading rules, profiles and segment membership")
+	}
 	return nil
 }
 
@@ -201,6 +223,12 @@ func (d *Daemon) close() error {
 	var errs []error
 	if d.stopWork != nil {
 		d.stopWork()
+		d.mu.Lock()
+		sch := d.scheduler
+		d.mu.Unlock()
+		if sch != nil {
+			sch.Stop()
+		}
 		d.workers.Wait()
 	}
 	if d.plugins != nil {
@@ -215,4 +243,17 @@ func (d *Daemon) close() error {
 	}
 	d.log.Info("cohort stopped")
 	return errors.Join(errs...)
+}
+
+type daemonMetrics struct {
+	reloads *prometheus.CounterVec
+}
+
+func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
+	m := &daemonMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "rules", Name: "reloads_total",
+			Help: "Rules directory reloads, by result (applied, rejected)."}, []string{"result"}),
+	}
+	reg.MustRegister(m.reloads)
+	return m
 }

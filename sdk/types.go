@@ -156,6 +156,8 @@ type Problem struct {
 }
 
 // Batch is committed by the host together with its Cursor, in one transaction.
+// An empty Cursor means "no new position": the host keeps the last committed
+// one (so a caught-up batch with nothing new need not repeat it).
 type Batch struct {
 	Customers []Customer
 	Deletes   []string

@@ -22,9 +22,8 @@ type Changes struct {
 	Deletes   []string
 	Events    []storage.Event // new events only (replays removed)
 	Consents  []storage.Consent
-	// Created lists customers first seen through an event: they got an empty
-	// profile.
-	Created []string
+	// CaughtUp is set when the batch ended the source's backlog.
+	CaughtUp bool
 }
 
 // Observer is told about every committed batch, after the commit.
@@ -128,6 +127,7 @@ func (g *Ingester) Commit(ctx context.Context, v *Validator, b *sdk.Batch) error
 		g.log.Warn("source skipped a record", "source", source, "customer", p.CustomerID, "field", p.Field, "line", p.Line, "column", p.Column, "problem", p.Message)
 	}
 	ch, problems := v.Batch(b)
+	ch.CaughtUp = b.CaughtUp
 	for _, p := range problems {
 		g.m.problems.WithLabelValues(source, p.Kind).Inc()
 		g.log.Warn("skipped bad input", "source", source, "customer", p.CustomerID, "field", p.Field, "problem", p.Message)
@@ -159,7 +159,8 @@ func (g *Ingester) Commit(ctx context.Context, v *Validator, b *sdk.Batch) error
 		if err := tx.InsertConsents(ch.Consents); err != nil {
 			return err
 		}
-		if b.Cursor != "" || b.CaughtUp {
+		// An empty cursor means "no new position": keep the stored one.
+		if b.Cursor != "" {
 			return tx.SetCursor(source, b.Cursor, b.CaughtUp)
 		}
 		return nil

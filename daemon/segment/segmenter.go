@@ -69,6 +69,10 @@ type Segmenter struct {
 	// they exit at the next pass that evaluates their segment.
 	ghosts map[string][]string
 	sizes  map[string]int
+	// fullSizes are sizes after the last full pass (alert_swing compares
+	// full passes); held is the current hold reason per segment.
+	fullSizes map[string]int
+	held      map[string]string
 }
 
 // New returns a segmenter; call Load before the first pass.
@@ -80,6 +84,7 @@ func New(store Store, profiles Profiles, set *rules.Set, log *slog.Logger, reg p
 		store: store, profiles: profiles, set: set, now: now,
 		log: log.With("component", "segment"), m: newMetrics(reg),
 		members: map[string]rules.Bitmap{}, ghosts: map[string][]string{}, sizes: map[string]int{},
+		fullSizes: map[string]int{}, held: map[string]string{},
 	}
 }
 
@@ -313,7 +318,7 @@ func (s *Segmenter) commit(ctx context.Context, kind string, now time.Time, eval
 		return nil, fmt.Errorf("%s pass: persist: %w", kind, err)
 	}
 	for name, d := range res.Segments {
-		prev, had := s.sizes[name]
+		prev, had := s.fullSizes[name]
 		s.members[name] = fresh[name]
 		if rows == nil {
 			delete(s.ghosts, name)
@@ -327,7 +332,10 @@ func (s *Segmenter) commit(ctx context.Context, kind string, now time.Time, eval
 			held = 1
 		}
 		s.m.held.WithLabelValues(name).Set(held)
-		if seg := byName[name]; seg != nil && seg.AlertSwing > 0 && had && prev > 0 {
+		if kind == storage.PassFull {
+			s.fullSizes[name] = d.Size
+		}
+		if seg := byName[name]; kind == storage.PassFull && seg != nil && seg.AlertSwing > 0 && had && prev > 0 {
 			swing := math.Abs(float64(d.Size-prev)) / float64(prev)
 			if swing > seg.AlertSwing {
 				s.m.swings.WithLabelValues(name).Inc()
@@ -339,8 +347,13 @@ func (s *Segmenter) commit(ctx context.Context, kind string, now time.Time, eval
 			s.log.Info("segment changed", "segment", name, "pass", res.Pass, "kind", kind,
 				"entered", len(d.Entered), "exited", len(d.Exited), "size", d.Size)
 		}
-		if d.Held != "" {
-			s.log.Warn("campaigns on this segment are held", "segment", name, "reason", d.Held)
+		if was := s.held[name]; d.Held != was {
+			if d.Held != "" {
+				s.log.Warn("campaigns on this segment are held", "segment", name, "reason", d.Held)
+			} else {
+				s.log.Info("campaigns on this segment are no longer held", "segment", name, "size", d.Size)
+			}
+			s.held[name] = d.Held
 		}
 	}
 	return res, nil

@@ -1,6 +1,7 @@
 // Command csv is Cohort's CSV source plugin: it loads customers from a CRM
-// export and, with watch on, reloads them when the file changes. The daemon
-// starts it; see internal/csvsource for the config.
+// export, and optionally events from an events export, and with watch on
+// reloads them when a file changes. The daemon starts it; see
+// internal/csvsource and README.md for the config.
 package main
 
 import (

@@ -69,7 +69,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.config, "config", "config.yaml", "configuration file")
-	root.AddCommand(newRunCmd(g), newCheckCmd(g), newPluginsCmd(g), newVersionCmd())
+	root.AddCommand(newRunCmd(g), newCheckCmd(g), newPluginsCmd(g), newPreviewCmd(g), newExplainCmd(g), newVersionCmd())
 	return root
 }
 
@@ -99,9 +99,10 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 }
 
 func newCheckCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var configOnly bool
+	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Validate the configuration (and, as they arrive, rules, templates and fixtures)",
+		Short: "Validate the configuration, compile the rules against the sources' schemas, and run the fixtures",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
@@ -110,9 +111,14 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (storage %s, %d sources, %d channels, timezone %s)\n",
 				cfg.File, cfg.Storage.Driver, len(cfg.Sources.Names), len(cfg.Channels.Names), cfg.Timezone)
-			return nil
+			if configOnly {
+				return nil
+			}
+			return checkRules(cmd, g)
 		},
 	}
+	cmd.Flags().BoolVar(&configOnly, "config-only", false, "validate config.yaml only (no plugins, rules or fixtures)")
+	return cmd
 }
 
 func newVersionCmd() *cobra.Command {

@@ -24,9 +24,13 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// writeConfig writes a config file into a temp dir beside an empty rules
+// directory (the default rules.dir).
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "config.yaml")
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "rules"), 0o755))
+	p := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
 	return p
 }

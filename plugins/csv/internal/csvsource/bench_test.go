@@ -47,6 +47,36 @@ func writeSynthetic(tb testing.TB, dir string, rows int) string {
 	return path
 }
 
+// writeSyntheticEvents writes an events export of rows made-up events: an
+// id, a customer, one of four names, an RFC 3339 time, and a value on a
+// third of the rows (the shape of examples/shop/data/events.csv).
+func writeSyntheticEvents(tb testing.TB, dir string, rows int) string {
+	tb.Helper()
+	path := filepath.Join(dir, "events.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintln(w, "event_id,customer_id,event,time,value")
+	names := []string{"purchase", "app_open", "page_view", "signup"}
+	for i := range rows {
+		value := ""
+		if i%3 == 0 {
+			value = fmt.Sprintf("%d.%02d", i%500, i%100)
+		}
+		fmt.Fprintf(w, "evt_%07d,C%07d,%s,2025-%02d-%02dT%02d:%02d:%02dZ,%s\n",
+			i, i%20000, names[i%len(names)], 1+i%12, 1+i%28, i%24, i%60, (i/60)%60, value)
+	}
+	if err := w.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // BenchmarkParse measures a full Pull of a 100k-row, 14-column file (hash,
@@ -141,6 +171,47 @@ func BenchmarkParse(b *testing.B) {
 		}
 		report(b, cpu0)
 	})
+}
+
+// BenchmarkParseEvents measures a full Pull of a 100k-row events file
+// (and a customers file of one row), to set beside BenchmarkParse/pull:
+// an event row must not cost more than a customer row.
+func BenchmarkParseEvents(b *testing.B) {
+	const rows = 100_000
+	dir := b.TempDir()
+	events := writeSyntheticEvents(b, dir, rows)
+	cust := filepath.Join(dir, "crm.csv")
+	if err := os.WriteFile(cust, []byte("id\nC1\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	s := New(WithLogger(quietLogger()))
+	cfg := fmt.Sprintf("path: %s\nid_column: id\nwatch: false\nevents:\n  path: %s\n  id_column: event_id\n  customer_column: customer_id\n  name_column: event\n  time_column: time\n  value_column: value\n", cust, events)
+	if _, err := s.Configure(ctx, sdk.ConfigureRequest{Config: []byte(cfg)}); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	cpu0 := processCPU()
+	for b.Loop() {
+		n = 0
+		err := s.Pull(ctx, "", func(bt *sdk.Batch) error {
+			n += len(bt.Events)
+			if len(bt.Problems) > 0 {
+				return fmt.Errorf("unexpected problem: %+v", bt.Problems[0])
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n != rows {
+		b.Fatalf("pulled %d events, want %d", n, rows)
+	}
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(rows)*float64(b.N)/cpu.Seconds(), "rows/cpu-s")
+	}
 }
 
 // BenchmarkConfigure measures type inference over the same file.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -23,6 +24,9 @@ const (
 	// sensible size: 10,000 rows of a few dozen traits are a few MiB, well
 	// under the SDK's message limit.
 	maxBatch = 10000
+	// maxEventNames bounds the event names a source declares: a column
+	// with more distinct values is not a column of event names.
+	maxEventNames = 1000
 )
 
 // fileConfig is the instance's config block as written in config.yaml.
@@ -38,6 +42,7 @@ type fileConfig struct {
 	Watch         *bool                   `yaml:"watch"`
 	DeleteMissing bool                    `yaml:"delete_missing"`
 	Consent       *consentConfig          `yaml:"consent"`
+	Events        *eventsConfig           `yaml:"events"`
 }
 
 type columnConfig struct {
@@ -53,12 +58,24 @@ type consentConfig struct {
 	TimeColumn string `yaml:"time_column"`
 }
 
+type eventsConfig struct {
+	Path           string    `yaml:"path"`
+	IDColumn       string    `yaml:"id_column"`
+	CustomerColumn string    `yaml:"customer_column"`
+	NameColumn     string    `yaml:"name_column"`
+	TimeColumn     string    `yaml:"time_column"`
+	ValueColumn    string    `yaml:"value_column"`
+	TimeFormat     string    `yaml:"time_format"`
+	Names          *[]string `yaml:"names"`
+}
+
 // knownKeys lists the keys allowed at each level of the config, in the
 // order the error message shows them.
 var knownKeys = map[string][]string{
-	"":        {"path", "id_column", "email", "phone", "timezone", "columns", "delimiter", "batch", "watch", "delete_missing", "consent"},
+	"":        {"path", "id_column", "email", "phone", "timezone", "columns", "delimiter", "batch", "watch", "delete_missing", "consent", "events"},
 	"columns": {"type", "name", "separator", "format", "skip"},
 	"consent": {"column", "time_column"},
+	"events":  {"path", "id_column", "customer_column", "name_column", "time_column", "value_column", "time_format", "names"},
 }
 
 // settings is the validated config, before the file's header is read.
@@ -68,6 +85,40 @@ type settings struct {
 	delimiter rune
 	batch     int
 	watch     bool
+	events    *eventSettings // nil: no events file
+}
+
+// eventSettings is the validated events block.
+type eventSettings struct {
+	path string // absolute
+	// The headers of the columns, in the order of eventRoles; value is ""
+	// when not set.
+	cols [numEventRoles]string
+	// layout is the Go time layout of the time column; "" = RFC 3339.
+	layout string
+	// names are the declared event names, in config order; nil when they
+	// are taken from the file.
+	names []string
+}
+
+// The columns of an events file, in the order of eventSettings.cols.
+const (
+	evID = iota
+	evCustomer
+	evName
+	evTime
+	evValue
+	numEventRoles
+)
+
+// eventRoles describes each column of an events file: its config key and
+// what it holds.
+var eventRoles = [numEventRoles]struct{ key, what string }{
+	{"id_column", "event id"},
+	{"customer_column", "customer id"},
+	{"name_column", "event name"},
+	{"time_column", "time"},
+	{"value_column", "value"},
 }
 
 // parseConfig decodes and checks the parts of the config that do not need
@@ -111,6 +162,13 @@ func parseConfig(data []byte) (*settings, error) {
 	if cfg.Consent != nil && cfg.Consent.Column == "" {
 		return nil, configError("consent.column", "required when consent is set; name the column holding yes/no consent to email")
 	}
+	if cfg.Events != nil {
+		ev, err := parseEventsConfig(cfg.Events)
+		if err != nil {
+			return nil, err
+		}
+		s.events = ev
+	}
 	for _, col := range sortedKeys(cfg.Columns) {
 		c := cfg.Columns[col]
 		field := "columns." + col
@@ -143,6 +201,70 @@ func parseConfig(data []byte) (*settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// parseEventsConfig checks the events block.
+func parseEventsConfig(cfg *eventsConfig) (*eventSettings, error) {
+	if cfg.Path == "" {
+		return nil, configError("events.path", "required when events is set; set it to the events CSV file (a relative path is relative to the daemon's working directory)")
+	}
+	abs, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, configError("events.path", "cannot make %q absolute: %v", cfg.Path, err)
+	}
+	ev := &eventSettings{path: abs, layout: cfg.TimeFormat}
+	ev.cols = [numEventRoles]string{cfg.IDColumn, cfg.CustomerColumn, cfg.NameColumn, cfg.TimeColumn, cfg.ValueColumn}
+	why := [numEventRoles]string{
+		"the header of the column holding each event's stable id (the daemon deduplicates events by it)",
+		"the header of the column holding the customer id",
+		"the header of the column holding the event name",
+		"the header of the column holding the event time",
+	}
+	for r := range evValue {
+		if ev.cols[r] == "" {
+			return nil, configError("events."+eventRoles[r].key, "required when events is set; set it to %s", why[r])
+		}
+	}
+	for r, col := range ev.cols {
+		for q := range r {
+			if col != "" && ev.cols[q] == col {
+				return nil, configError("events."+eventRoles[r].key, "%q is also events.%s; each needs its own column", col, eventRoles[q].key)
+			}
+		}
+	}
+	if l := cfg.TimeFormat; l != "" {
+		// A layout must at least say the date: one that round-trips a
+		// date is one.
+		ref := time.Date(2025, 11, 21, 0, 0, 0, 0, time.UTC)
+		t, err := time.Parse(l, ref.Format(l))
+		if err != nil || t.Year() != ref.Year() || t.YearDay() != ref.YearDay() {
+			return nil, configError("events.time_format", "%q is not a Go time layout with a date; write the reference time 2006-01-02 15:04:05 as your file does, e.g. \"2006-01-02 15:04:05\" or \"02/01/2006 15:04\" (default: RFC 3339)", l)
+		}
+	}
+	if cfg.Names != nil {
+		names := *cfg.Names
+		if len(names) == 0 {
+			return nil, configError("events.names", "is empty; list the event names to load, or remove names to take them from the file")
+		}
+		if len(names) > maxEventNames {
+			return nil, configError("events.names", "%d names; at most %d are allowed", len(names), maxEventNames)
+		}
+		seen := make(map[string]int, len(names))
+		for i, n := range names {
+			switch {
+			case n == "":
+				return nil, configError("events.names", "name %d is empty", i+1)
+			case strings.TrimSpace(n) != n:
+				return nil, configError("events.names", "%q starts or ends with a space; remove it", n)
+			}
+			if j, dup := seen[n]; dup {
+				return nil, configError("events.names", "%q is listed twice (names %d and %d); keep one", n, j+1, i+1)
+			}
+			seen[n] = i
+		}
+		ev.names = slices.Clone(names)
+	}
+	return ev, nil
 }
 
 // decodeStrict decodes data into cfg, rejecting unknown and duplicate keys
@@ -192,6 +314,13 @@ func checkKeys(root *yaml.Node, paths map[int]string) error {
 			}
 		case "consent":
 			if _, err := checkMapping(kv[1], "consent", knownKeys["consent"], paths); err != nil {
+				return err
+			}
+		case "events":
+			if kv[1].Kind == yaml.ScalarNode && kv[1].Tag == "!!null" {
+				return configError("events.path", "events (line %d) is empty; set events.path and the columns, or remove events", kv[0].Line)
+			}
+			if _, err := checkMapping(kv[1], "events", knownKeys["events"], paths); err != nil {
 				return err
 			}
 		}
@@ -258,6 +387,8 @@ func typeError(msg string, paths map[int]string) error {
 		want = "true or false"
 	case want == "string" || want == "*string":
 		want = "a string"
+	case want == "[]string" || want == "*[]string":
+		want = "a list of strings"
 	}
 	got := m[3]
 	if got == "" {

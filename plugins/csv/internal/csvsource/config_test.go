@@ -32,7 +32,7 @@ func TestConfigErrors(t *testing.T) {
 		{"no id column", "path: x.csv", "id_column",
 			"id_column: required; set it to the header of the column holding the customer id"},
 		{"unknown key", min + "pathx: 1", "pathx",
-			`pathx (line 3): unknown key at the top level (did you mean "path"?); known keys: path, id_column, email, phone, timezone, columns, delimiter, batch, watch, delete_missing, consent`},
+			`pathx (line 3): unknown key at the top level (did you mean "path"?); known keys: path, id_column, email, phone, timezone, columns, delimiter, batch, watch, delete_missing, consent, events`},
 		{"unknown column key", min + "columns:\n  Plan: {typ: string}", "columns.Plan.typ",
 			`columns.Plan.typ (line 4): unknown key in columns.Plan (did you mean "type"?); known keys: type, name, separator, format, skip`},
 		{"unknown consent key", min + "consent: {column: x, when: y}", "consent.when",

@@ -12,6 +12,11 @@ func TestCursorRoundTrip(t *testing.T) {
 		{hash: h1, partial: true, offset: 0},
 		{hash: h1, partial: true, offset: 123456},
 		{hash: h1, partial: true, offset: 99, prev: h2},
+		{hash: h1, ev: evCursor{hash: h2}},
+		{hash: h1, ev: evCursor{hash: h2, size: 4096}},
+		{hash: h1, ev: evCursor{hash: h2, partial: true, offset: 0}},
+		{hash: h1, ev: evCursor{hash: h2, partial: true, offset: 77}},
+		{hash: h1, partial: true, offset: 99, prev: h2, ev: evCursor{hash: h1, size: 12}},
 	} {
 		s := c.String()
 		got, ok := parseCursor(s)
@@ -20,6 +25,12 @@ func TestCursorRoundTrip(t *testing.T) {
 		}
 	}
 	if got := (cursor{hash: h1, partial: true, offset: 7, prev: h2}).String(); got != "csv1 sha256="+h1+" at=7 prev="+h2 {
+		t.Errorf("String() = %q", got)
+	}
+	if got := (cursor{hash: h1, ev: evCursor{hash: h2, size: 10}}).String(); got != "csv1 sha256="+h1+" ev="+h2+" ev_size=10" {
+		t.Errorf("String() = %q", got)
+	}
+	if got := (cursor{hash: h1, ev: evCursor{hash: h2, partial: true, offset: 5}}).String(); got != "csv1 sha256="+h1+" ev="+h2+" ev_at=5" {
 		t.Errorf("String() = %q", got)
 	}
 }
@@ -37,6 +48,12 @@ func TestParseCursorRejects(t *testing.T) {
 		"csv1 sha256=" + h + " prev=" + h, // prev without at
 		"csv1 sha256=" + h + " colour=blue",
 		"csv1 at=5",
+		"csv1 sha256=" + h + " ev_at=5",                // events offset without events version
+		"csv1 sha256=" + h + " ev_size=5",              // events size without events version
+		"csv1 sha256=" + h + " ev=" + h + " ev_size=0", // a size is never 0
+		"csv1 sha256=" + h + " ev=" + h + " ev_at=1 ev_size=2",
+		"csv1 sha256=" + h + " ev=" + h[:10],
+		"csv1 ev=" + h,
 		"some other plugin's cursor",
 	} {
 		if c, ok := parseCursor(s); ok {

@@ -86,6 +86,7 @@ func pullAll(t *testing.T, s *Source, cursor string) []*sdk.Batch {
 // merged is what a list of batches sent, in order.
 type merged struct {
 	customers []sdk.Customer
+	events    []sdk.Event
 	problems  []sdk.Problem
 	consents  []sdk.ConsentChange
 	deletes   []string
@@ -96,6 +97,7 @@ func merge(bs []*sdk.Batch) merged {
 	var m merged
 	for _, b := range bs {
 		m.customers = append(m.customers, b.Customers...)
+		m.events = append(m.events, b.Events...)
 		m.problems = append(m.problems, b.Problems...)
 		m.consents = append(m.consents, b.Consents...)
 		m.deletes = append(m.deletes, b.Deletes...)
@@ -169,3 +171,11 @@ func (lp *livePull) until(t *testing.T, what string, ok func(*sdk.Batch) bool) [
 }
 
 func caughtUp(b *sdk.Batch) bool { return b.CaughtUp }
+
+func (m merged) eventIDs() []string {
+	ids := make([]string, len(m.events))
+	for i, e := range m.events {
+		ids[i] = e.ID
+	}
+	return ids
+}

@@ -1,6 +1,7 @@
 // Package csvsource is the csv source plugin: it reads a CRM export (a CSV
-// file with a header row) into customers, and with watch on keeps the
-// stream open and re-reads the file when it changes.
+// file with a header row) into customers, and optionally an events export
+// into events, and with watch on keeps the stream open and re-reads a file
+// when it changes.
 //
 // Values: an empty cell (or one of only spaces) is a missing trait and is
 // left out of the customer's traits — never sent as a null, which would
@@ -10,12 +11,17 @@
 // first row wins), with the wrong number of fields or broken quoting is
 // reported and skipped. Good rows always load.
 //
-// Cursor: the SHA-256 of the file's content, plus the byte offset of the
+// Events: each row of the events file is an sdk.Event; a row without an
+// id, customer or name, or with a time or value that does not parse, is
+// reported and skipped. Events go after the customers file's rows.
+//
+// Cursor: the SHA-256 of each file's content, plus the byte offset of the
 // last row sent while a version is being streamed, so a restart resumes
 // after the last committed batch. See cursor.
 package csvsource
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -74,6 +80,8 @@ type state struct {
 	// cursor stops matching when the config changes (a new id column, a
 	// renamed trait) even if the file did not.
 	fingerprint []byte
+	// ev is the events file's schema; nil when there is none.
+	ev *eventSchema
 }
 
 type baseline struct {
@@ -110,20 +118,32 @@ func (s *Source) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.S
 		return sdk.SourceInfo{}, err
 	}
 	s.log.Info("schema ready", "path", set.path, "traits", len(sc.traits), "rows_scanned", sc.rows, "took", time.Since(start).Round(time.Millisecond).String())
-	s.mu.Lock()
-	s.state = &state{set: set, sc: sc, basis: "csv import " + filepath.Base(set.path), fingerprint: fingerprint(set, sc)}
-	s.mu.Unlock()
-	return sdk.SourceInfo{
+	st := &state{set: set, sc: sc, basis: "csv import " + filepath.Base(set.path), fingerprint: fingerprint(set, sc)}
+	info := sdk.SourceInfo{
 		Name:    "csv",
 		Version: Version,
 		Traits:  append([]sdk.Trait(nil), sc.traits...),
 		Contact: sc.contact,
-	}, nil
+	}
+	if set.events != nil {
+		start := time.Now()
+		if st.ev, err = buildEventSchema(ctx, set); err != nil {
+			return sdk.SourceInfo{}, err
+		}
+		info.EventNames = append([]string(nil), st.ev.list...)
+		s.log.Info("events ready", "path", set.events.path, "names", len(st.ev.list), "names_from_file", !st.ev.declared,
+			"rows_scanned", st.ev.rows, "took", time.Since(start).Round(time.Millisecond).String())
+	}
+	s.mu.Lock()
+	s.state = st
+	s.mu.Unlock()
+	return info, nil
 }
 
-// Pull streams the file from cursor on. With watch off it returns after the
-// batch marked CaughtUp; with watch on it then waits for the file to change
-// and streams each new version, until ctx is done.
+// Pull streams the files from cursor on: the customers file, then the
+// events file. With watch off it returns after the batch marked CaughtUp;
+// with watch on it then waits for either file to change and streams each
+// new version, until ctx is done.
 func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Batch) error) error {
 	s.mu.Lock()
 	st := s.state
@@ -138,8 +158,12 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 	var w *watcher
 	if st.set.watch {
 		// Watch before the first read, so a change made during it is seen.
+		paths := []string{st.set.path}
+		if st.ev != nil {
+			paths = append(paths, st.ev.set.path)
+		}
 		var err error
-		if w, err = newWatcher(st.set.path, s.log); err != nil {
+		if w, err = newWatcher(paths, s.log); err != nil {
 			return err
 		}
 		defer w.Close()
@@ -155,7 +179,7 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 	if err := p.sync(ctx, true); err != nil {
 		var he *headerError
 		if errors.As(err, &he) {
-			return sdk.Errorf(sdk.InvalidConfig, "path", "path: %s: %s; fix the file or the config", st.set.path, he.msg)
+			return sdk.Errorf(sdk.InvalidConfig, he.field, "%s: %s: %s; fix the file or the config", he.field, he.path, he.msg)
 		}
 		return err
 	}
@@ -178,10 +202,10 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 			return ctx.Err()
 		default:
 			// The stream stays open: the next change may fix the file.
-			s.log.Error("cannot load the changed file; waiting for the next change", "path", st.set.path, "err", err)
+			s.log.Error("cannot load the changed file; waiting for the next change", "err", err)
 			var he *headerError
 			if errors.As(err, &he) {
-				if err := send(&sdk.Batch{Problems: []sdk.Problem{{Line: 1, Message: "line 1: " + he.msg + "; file not loaded"}}}); err != nil {
+				if err := send(&sdk.Batch{Problems: []sdk.Problem{{Line: 1, Message: he.label + "line 1: " + he.msg + "; file not loaded"}}}); err != nil {
 					return err
 				}
 			}
@@ -205,75 +229,101 @@ func (p *puller) sync(ctx context.Context, first bool) error {
 		if !errors.Is(err, errChanged) {
 			return err
 		}
-		if attempt == maxRereads {
-			return fmt.Errorf("csv: %s kept changing while it was read (%d tries); write it to a temporary file and rename it into place", p.st.set.path, attempt)
+		path := p.st.set.path
+		if ce := (*changedError)(nil); errors.As(err, &ce) {
+			path = ce.path
 		}
-		p.s.log.Info("file changed while it was read; reading it again", "path", p.st.set.path)
+		if attempt == maxRereads {
+			return fmt.Errorf("csv: %s kept changing while it was read (%d tries); write it to a temporary file and rename it into place", path, attempt)
+		}
+		p.s.log.Info("file changed while it was read; reading it again", "path", path)
 	}
 }
 
 var errChanged = errors.New("file changed while it was read")
 
+// changedError is errChanged for one file.
+type changedError struct{ path string }
+
+func (e *changedError) Error() string { return e.path + ": " + errChanged.Error() }
+func (e *changedError) Unwrap() error { return errChanged }
+
 func (p *puller) syncOnce(ctx context.Context, first bool) error {
-	set, s := p.st.set, p.s
-	f, err := os.Open(set.path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			if !first {
-				s.log.Warn("file is gone; waiting for it to come back", "path", set.path)
-				return nil
-			}
-			return sdk.Errorf(sdk.NotFound, "path", "path: %v", err)
-		}
-		return fmt.Errorf("csv: %w", err)
-	}
-	defer f.Close()
-	before, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("csv: %w", err)
-	}
-	hash, err := contentHash(ctx, f, p.st.fingerprint)
+	set := p.st.set
+	cust, err := p.open(ctx, set.path, "path", p.st.fingerprint, 0, first)
 	if err != nil {
 		return err
 	}
-	upToDate := p.cur.hash == hash && !p.cur.partial
-	if upToDate && !first {
-		return nil // touched, not changed
+	if cust != nil {
+		defer cust.f.Close()
 	}
-	if upToDate && !set.raw.DeleteMissing {
-		return p.send(&sdk.Batch{CaughtUp: true})
+	var ev *fileVersion
+	if es := p.st.ev; es != nil {
+		if ev, err = p.open(ctx, es.set.path, "events.path", es.fingerprint, p.cur.ev.mark(), first); err != nil {
+			return err
+		}
+		if ev != nil {
+			defer ev.f.Close()
+		}
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("csv: %w", err)
+	// A file that is gone (only after the first sync) is waited for; the
+	// other is still loaded.
+	custDone := cust == nil || (p.cur.hash == cust.hash && !p.cur.partial)
+	evp := planEvents(p.cur.ev, ev)
+	if custDone && !evp.need {
+		if !first {
+			return nil // touched, not changed
+		}
+		if !set.raw.DeleteMissing {
+			// The committed cursor again: a host that stores the cursor of
+			// every batch must not lose it.
+			return p.send(&sdk.Batch{CaughtUp: true, Cursor: p.cur.String()})
+		}
 	}
+	if !custDone || (first && set.raw.DeleteMissing) {
+		if err := p.syncCustomers(ctx, cust, custDone, !evp.need); err != nil {
+			return err
+		}
+	}
+	if evp.need {
+		return p.syncEvents(ctx, ev, evp)
+	}
+	return nil
+}
+
+// emit sends b and records its cursor as committed. A batch that is not
+// the CaughtUp one and carries nothing new, not even a cursor, is not sent.
+func (p *puller) emit(b *sdk.Batch) error {
+	if !b.CaughtUp && len(b.Customers)+len(b.Deletes)+len(b.Events)+len(b.Consents)+len(b.Problems) == 0 && b.Cursor == p.cur.String() {
+		return nil
+	}
+	if err := p.send(b); err != nil {
+		return err
+	}
+	if b.Cursor != "" {
+		p.cur, _ = parseCursor(b.Cursor)
+	}
+	return nil
+}
+
+// syncCustomers streams the customers file v. upToDate says the host has
+// committed it already (the ids are read for delete_missing, nothing is
+// sent but the final batch); last, that no events follow.
+func (p *puller) syncCustomers(ctx context.Context, v *fileVersion, upToDate, last bool) error {
+	set, s := p.st.set, p.s
 	str := &streamer{
 		sc:          p.st.sc,
 		delimiter:   set.delimiter,
 		batch:       set.batch,
-		hash:        hash,
+		hash:        v.hash,
 		prev:        p.cur.committed(),
-		consentTime: before.ModTime().UTC(),
+		ev:          p.cur.ev,
+		last:        last,
+		consentTime: v.before.ModTime().UTC(),
 		basis:       p.st.basis,
 		sizeHint:    p.st.sc.rows,
-		emit: func(b *sdk.Batch) error {
-			if err := p.send(b); err != nil {
-				return err
-			}
-			if b.Cursor != "" {
-				p.cur, _ = parseCursor(b.Cursor)
-			}
-			return nil
-		},
-		beforeFinal: func() error {
-			after, err := f.Stat()
-			if err != nil {
-				return fmt.Errorf("csv: %w", err)
-			}
-			if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
-				return errChanged
-			}
-			return nil
-		},
+		emit:        p.emit,
+		beforeFinal: v.unchanged,
 		onPlan: func(pl *plan) {
 			if len(pl.missing) > 0 {
 				s.log.Warn("columns of the schema are not in the file any more; their traits are left as they were", "path", set.path, "columns", pl.missing)
@@ -286,10 +336,10 @@ func (p *puller) syncOnce(ctx context.Context, first bool) error {
 	switch {
 	case upToDate:
 		// delete_missing needs the ids of the committed version, which is
-		// this one: read them, send nothing but the CaughtUp batch.
+		// this one: read them, send nothing but the final batch.
 		str.resume = math.MaxInt64
 		str.prev = ""
-	case p.cur.hash == hash && p.cur.partial:
+	case p.cur.hash == v.hash && p.cur.partial:
 		str.resume = p.cur.offset
 		str.prev = p.cur.prev
 	}
@@ -304,9 +354,16 @@ func (p *puller) syncOnce(ctx context.Context, first bool) error {
 		}
 	}
 	str.keepIDs = set.raw.DeleteMissing
+	if _, err := v.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("csv: %w", err)
+	}
 	start := time.Now()
-	ids, err := str.run(ctx, f)
+	ids, err := str.run(ctx, v.f)
 	if err != nil {
+		var he *headerError
+		if errors.As(err, &he) {
+			he.field, he.path = "path", set.path
+		}
 		return err
 	}
 	if !upToDate {
@@ -315,10 +372,153 @@ func (p *puller) syncOnce(ctx context.Context, first bool) error {
 	}
 	if set.raw.DeleteMissing {
 		s.mu.Lock()
-		s.base = &baseline{hash: hash, ids: ids}
+		s.base = &baseline{hash: v.hash, ids: ids}
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// eventsPlan says what of the events file to send.
+type eventsPlan struct {
+	need bool
+	// resume is the offset of the first row to send, linesBefore the
+	// number of lines before it.
+	resume      int64
+	linesBefore int
+	appended    bool // resume is the end of the committed version
+}
+
+// planEvents compares the events file v with what the host has committed
+// of it (c). The same version: nothing, or the rest after a partial
+// commit. A version that begins with the whole committed version (rows
+// appended, or a rewrite that kept the old rows first): the rows after it.
+// Anything else: the whole file (events sent again count once: the daemon
+// deduplicates them by id).
+func planEvents(c evCursor, v *fileVersion) eventsPlan {
+	switch {
+	case v == nil:
+		return eventsPlan{}
+	case c.hash == v.hash && !c.partial:
+		return eventsPlan{}
+	case c.hash == v.hash:
+		return eventsPlan{need: true, resume: c.offset, linesBefore: v.markLines}
+	case c.hash != "" && !c.partial && c.size > 0 && v.markHash == c.hash && v.markNewline:
+		return eventsPlan{need: true, resume: c.size, linesBefore: v.markLines, appended: true}
+	}
+	return eventsPlan{need: true}
+}
+
+// syncEvents streams the events file v as plan says. Its final batch is
+// the CaughtUp one.
+func (p *puller) syncEvents(ctx context.Context, v *fileVersion, plan eventsPlan) error {
+	es, s := p.st.ev, p.s
+	str := &eventStreamer{
+		sc:          es,
+		delimiter:   p.st.set.delimiter,
+		batch:       p.st.set.batch,
+		hash:        v.hash,
+		size:        v.size,
+		resume:      plan.resume,
+		linesBefore: plan.linesBefore,
+		base:        p.cur,
+		emit:        p.emit,
+		beforeFinal: v.unchanged,
+	}
+	start := time.Now()
+	if err := str.run(ctx, v.f); err != nil {
+		return err
+	}
+	s.log.Info("events file loaded", "path", es.set.path, "events", str.stats.events, "problems", str.stats.problems,
+		"resumed_at", plan.resume, "appended", plan.appended, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// fileVersion is an open file and the hash of its content.
+type fileVersion struct {
+	f      *os.File
+	before fs.FileInfo
+	hash   string
+	size   int64 // bytes hashed
+	// At the mark asked for, if the file reaches it: the hash of the bytes
+	// before it, how many lines they hold, and whether the last is a
+	// newline.
+	markHash    string
+	markLines   int
+	markNewline bool
+}
+
+// unchanged returns a changedError if the file's size or modification
+// time is not what it was when it was hashed.
+func (v *fileVersion) unchanged() error {
+	after, err := v.f.Stat()
+	if err != nil {
+		return fmt.Errorf("csv: %w", err)
+	}
+	if after.Size() != v.before.Size() || !after.ModTime().Equal(v.before.ModTime()) {
+		return &changedError{path: v.f.Name()}
+	}
+	return nil
+}
+
+// open opens and hashes the file at path (the config key field), with
+// fingerprint before its content. A missing file is an error on the first
+// sync; later it is logged, and open returns nil, nil.
+func (p *puller) open(ctx context.Context, path, field string, fingerprint []byte, mark int64, first bool) (*fileVersion, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if !first {
+				p.s.log.Warn("file is gone; waiting for it to come back", "path", path)
+				return nil, nil
+			}
+			return nil, sdk.Errorf(sdk.NotFound, field, "%s: %v", field, err)
+		}
+		return nil, fmt.Errorf("csv: %w", err)
+	}
+	v := &fileVersion{f: f}
+	if v.before, err = f.Stat(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("csv: %w", err)
+	}
+	if err := v.hashContent(ctx, fingerprint, mark); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// hashContent sets v's hash (and mark fields, if mark > 0) from prefix and
+// then the file's content.
+func (v *fileVersion) hashContent(ctx context.Context, prefix []byte, mark int64) error {
+	h := sha256.New()
+	h.Write(prefix)
+	buf := make([]byte, 256<<10)
+	var pos int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := v.f.Read(buf)
+		chunk := buf[:n]
+		if k := mark - pos; n > 0 && k > 0 && k <= int64(n) {
+			v.markLines += bytes.Count(chunk[:k], []byte{'\n'})
+			h.Write(chunk[:k])
+			v.markHash = hex.EncodeToString(h.Sum(nil))
+			v.markNewline = chunk[k-1] == '\n'
+			chunk = chunk[k:]
+		} else if k > 0 {
+			v.markLines += bytes.Count(chunk, []byte{'\n'})
+		}
+		h.Write(chunk)
+		pos += int64(n)
+		if errors.Is(err, io.EOF) {
+			v.hash, v.size = hex.EncodeToString(h.Sum(nil)), pos
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("csv: reading %s: %w", v.f.Name(), err)
+		}
+	}
 }
 
 // fingerprint encodes what of the config decides the batches sent for a
@@ -332,24 +532,4 @@ func fingerprint(set *settings, sc *schema) []byte {
 	}
 	b.WriteString("\n")
 	return []byte(b.String())
-}
-
-// contentHash is the hex SHA-256 of prefix and then r's content.
-func contentHash(ctx context.Context, r io.Reader, prefix []byte) (string, error) {
-	h := sha256.New()
-	h.Write(prefix)
-	buf := make([]byte, 256<<10)
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		n, err := r.Read(buf)
-		h.Write(buf[:n])
-		if errors.Is(err, io.EOF) {
-			return hex.EncodeToString(h.Sum(nil)), nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("csv: reading the file: %w", err)
-		}
-	}
 }

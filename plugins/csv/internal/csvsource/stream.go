@@ -13,11 +13,21 @@ import (
 	"github.com/cohortd/cohort/sdk"
 )
 
-// headerError says a version of the file cannot be loaded at all because
+// headerError says a version of a file cannot be loaded at all because
 // of its header (the id column is gone, a name is doubled, it is empty).
-type headerError struct{ msg string }
+type headerError struct {
+	field string // the config key of the file: "path" or "events.path"
+	path  string
+	label string // starts a problem about it: "" for the customers file
+	msg   string
+}
 
-func (e *headerError) Error() string { return e.msg }
+func (e *headerError) Error() string {
+	if e.path == "" {
+		return e.msg
+	}
+	return e.path + ": " + e.msg
+}
 
 // plan maps the schema onto one version of the file's header.
 type plan struct {
@@ -80,6 +90,11 @@ type streamer struct {
 	batch     int
 	hash      string // SHA-256 of this version
 	prev      string // hash of the last version committed in full, "" if none
+	// ev is the events part of the cursors sent: what the host has
+	// committed of the events file, unchanged while customers stream.
+	ev evCursor
+	// last marks the final batch CaughtUp: nothing follows it (no events).
+	last bool
 	// resume: rows ending at or before this offset were committed already;
 	// they are read (for duplicate ids) but not sent again.
 	resume int64
@@ -137,7 +152,7 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 	cols := s.sc.cols
 	seen := newIDSet(s.keepIDs, s.sizeHint)
 	b := &sdk.Batch{}
-	cur := cursor{hash: s.hash, partial: true, prev: s.prev}
+	cur := cursor{hash: s.hash, partial: true, prev: s.prev, ev: s.ev}
 	flush := func(offset int64) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -262,8 +277,8 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b.Cursor = cursor{hash: s.hash}.String()
-	b.CaughtUp = true
+	b.Cursor = cursor{hash: s.hash, ev: s.ev}.String()
+	b.CaughtUp = s.last
 	if err := s.emit(b); err != nil {
 		return nil, err
 	}

@@ -6,14 +6,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
-// watcher reports changes to one file. It watches the file's directory, not
-// the file, so a file replaced by a rename (how exports are usually written)
-// is still seen.
+// watcher reports changes to a set of files. It watches each file's
+// directory, not the file, so a file replaced by a rename (how exports are
+// usually written) is still seen.
 type watcher struct {
 	w       *fsnotify.Watcher
 	changed chan struct{} // holds at most one pending change
@@ -21,23 +23,33 @@ type watcher struct {
 	failed  chan error
 }
 
-func newWatcher(path string, log *slog.Logger) (*watcher, error) {
+func newWatcher(paths []string, log *slog.Logger) (*watcher, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, fmt.Errorf("csv: watching %s: %w", path, err)
+		return nil, fmt.Errorf("csv: watching %s: %w", strings.Join(paths, ", "), err)
 	}
-	dir := filepath.Dir(path)
-	if err := fw.Add(dir); err != nil {
-		fw.Close()
-		return nil, fmt.Errorf("csv: watching %s: %w", dir, err)
-	}
+	names := map[string]bool{}
 	// A symlink's target can change without an event naming the link (a
 	// Kubernetes ConfigMap swaps a directory link), so then any event in
-	// the directory counts; the content hash tells whether it matters.
-	anyName := false
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-		anyName = true
+	// its directory counts; the content hash tells whether it matters.
+	anyName := map[string]bool{}
+	var dirs []string
+	for _, path := range paths {
+		dir := filepath.Dir(path)
+		names[path] = true
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			anyName[dir] = true
+		}
+		if slices.Contains(dirs, dir) {
+			continue
+		}
+		if err := fw.Add(dir); err != nil {
+			fw.Close()
+			return nil, fmt.Errorf("csv: watching %s: %w", dir, err)
+		}
+		dirs = append(dirs, dir)
 	}
+	dir := strings.Join(dirs, ", ")
 	w := &watcher{w: fw, changed: make(chan struct{}, 1), done: make(chan struct{}), failed: make(chan error, 1)}
 	go func() {
 		for {
@@ -47,7 +59,8 @@ func newWatcher(path string, log *slog.Logger) (*watcher, error) {
 					w.failed <- fmt.Errorf("csv: watching %s: the watcher stopped", dir)
 					return
 				}
-				if ev.Op == fsnotify.Chmod || (!anyName && filepath.Clean(ev.Name) != path) {
+				name := filepath.Clean(ev.Name)
+				if ev.Op == fsnotify.Chmod || (!names[name] && !anyName[filepath.Dir(name)]) {
 					continue
 				}
 				select {

@@ -115,7 +115,7 @@ func TestWatchIgnoresTouchAndOtherFiles(t *testing.T) {
 }
 
 // TestWatchFromCommittedCursor: a live Pull from the cursor of the current
-// file sends one CaughtUp batch, then only changes.
+// file sends one CaughtUp batch (with that cursor), then only changes.
 func TestWatchFromCommittedCursor(t *testing.T) {
 	path := writeFile(t, t.TempDir(), "crm.csv", csvRows(2, "pro"))
 	s := newConfigured(t, watchConfig(path, "watch: false\n"))
@@ -124,7 +124,7 @@ func TestWatchFromCommittedCursor(t *testing.T) {
 	s = newConfigured(t, watchConfig(path, ""))
 	lp := startPull(t, s, cur)
 	first := lp.until(t, "CaughtUp", caughtUp)
-	if diff := cmp.Diff([]*sdk.Batch{{CaughtUp: true}}, first); diff != "" {
+	if diff := cmp.Diff([]*sdk.Batch{{CaughtUp: true, Cursor: cur}}, first); diff != "" {
 		t.Errorf("pull from the committed cursor (-want +got):\n%s", diff)
 	}
 	replaceFile(t, path, "id,Plan,Spend\nC002,basic,2\n")
