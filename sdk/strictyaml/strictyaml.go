@@ -8,6 +8,11 @@
 // named by their `yaml` tag), map[string]T, []T, pointers, strings, bools,
 // ints, floats, time.Duration, and yaml.Node (kept raw, for blocks passed on
 // to someone else). A type may decode itself by implementing Unmarshaler.
+//
+// It is part of the SDK so that the daemon, the rule language and plugins
+// (which may import only sdk/) share one decoder and one wording of its
+// errors; plugins usually reach it through sdk.DecodeConfig. It imports
+// nothing of this module.
 package strictyaml
 
 import (
@@ -30,7 +35,11 @@ type Error struct {
 	Column int
 	// Path is the dotted path of the field, e.g. "http.listen".
 	Path string
-	Msg  string
+	// Key is the dotted path of an unknown key, e.g. "http.public_ulr".
+	// Path is empty for that error, since Msg already says where the key
+	// is; Key lets a caller that reports errors by field name it anyway.
+	Key string
+	Msg string
 }
 
 func (e *Error) Error() string {
@@ -260,7 +269,9 @@ func (d *Decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) error
 			if path != "" {
 				where = "in " + path
 			}
-			return Errorf(d.File, k, "", "unknown key %q %s (known keys: %s)%s", key, where, strings.Join(sorted, ", "), hint)
+			e := Errorf(d.File, k, "", "unknown key %q %s (known keys: %s)%s", key, where, strings.Join(sorted, ", "), hint)
+			e.Key = join(path, key)
+			return e
 		}
 		return d.DecodeNode(val, join(path, key), v.Field(i))
 	})

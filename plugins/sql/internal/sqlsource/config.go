@@ -1,16 +1,14 @@
 package sqlsource
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/cohortd/cohort/sdk"
 )
 
 // Defaults and limits of the config keys.
@@ -28,8 +26,8 @@ const (
 )
 
 // fileConfig is the instance's config block as written in config.yaml.
-// Durations are strings ("30s") so that a bare number is an error, not
-// nanoseconds.
+// Durations are strings ("30s"), checked by parseDuration, so that the error
+// for a bare number or a value out of range names the key's own limits.
 type fileConfig struct {
 	Driver          string                  `yaml:"driver"`
 	DSN             string                  `yaml:"dsn"`
@@ -54,14 +52,6 @@ type columnConfig struct {
 	Type string `yaml:"type"`
 	Name string `yaml:"name"`
 	Skip bool   `yaml:"skip"`
-}
-
-// knownKeys lists the keys allowed at each level, in the order error
-// messages show them.
-var knownKeys = map[string][]string{
-	"": {"driver", "dsn", "table", "where", "query", "id_column", "updated_at_column", "deleted_column",
-		"columns", "email", "phone", "timezone", "batch", "poll", "timeout", "lag", "nulls"},
-	"columns": {"type", "name", "skip"},
 }
 
 // nullPolicy says what a NULL in a column does to the customer's trait.
@@ -97,14 +87,14 @@ type settings struct {
 	nulls    nullPolicy
 }
 
-// parseConfig decodes and checks the config without touching the
-// database. Errors are *sdk.Error with code InvalidConfig.
+// parseConfig decodes the config strictly (unknown and duplicate keys and
+// values of the wrong type are errors, see sdk.DecodeConfig) and checks it
+// without touching the database. Errors are *sdk.Error with code
+// InvalidConfig.
 func parseConfig(data []byte) (*settings, error) {
 	var cfg fileConfig
-	if len(bytes.TrimSpace(data)) > 0 {
-		if err := decodeStrict(data, &cfg); err != nil {
-			return nil, err
-		}
+	if err := sdk.DecodeConfig(data, &cfg); err != nil {
+		return nil, err
 	}
 	s := &settings{
 		dsn: cfg.DSN, where: strings.TrimSpace(cfg.Where),
@@ -271,170 +261,6 @@ func checkQuery(query string) (string, error) {
 	return "", configError("query", "must be a SELECT (or WITH ... SELECT) statement, not %s; the plugin only reads", strings.ToUpper(word))
 }
 
-// decodeStrict decodes data into cfg, rejecting unknown and duplicate keys
-// and values of the wrong kind, with errors that name the key and its line.
-func decodeStrict(data []byte, cfg *fileConfig) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return configError("", "config is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	lines := map[int]string{}
-	if len(root.Content) > 0 {
-		if err := checkKeys(root.Content[0], lines); err != nil {
-			return err
-		}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil {
-		return nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return configError("", "config: %v", err)
-	}
-	return typeError(te.Errors[0], lines)
-}
-
-// checkKeys reports unknown and duplicate keys and records which key each
-// value's line holds (to name the key in type errors).
-func checkKeys(root *yaml.Node, lines map[int]string) error {
-	top, err := checkMapping(root, "", knownKeys[""], lines)
-	if err != nil {
-		return err
-	}
-	for _, kv := range top {
-		if kv[0].Value != "columns" {
-			continue
-		}
-		cols, err := checkMapping(kv[1], "columns", nil, lines)
-		if err != nil {
-			return err
-		}
-		for _, c := range cols {
-			if _, err := checkMapping(c[1], "columns."+c[0].Value, knownKeys["columns"], lines); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// checkMapping checks one mapping's keys against allowed (nil: any key)
-// and returns its key/value pairs. A null is an empty mapping.
-func checkMapping(n *yaml.Node, path string, allowed []string, lines map[int]string) ([][2]*yaml.Node, error) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil, nil
-	}
-	if n.Kind != yaml.MappingNode {
-		what := "the config"
-		if path != "" {
-			what = path
-		}
-		return nil, configError(path, "%s (line %d): must be a mapping of keys to values", what, n.Line)
-	}
-	var pairs [][2]*yaml.Node
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		field := k.Value
-		if path != "" {
-			field = path + "." + k.Value
-		}
-		if prev, dup := seen[k.Value]; dup {
-			return nil, configError(field, "%s (line %d): set twice (first at line %d); keep one", field, k.Line, prev)
-		}
-		seen[k.Value] = k.Line
-		if allowed != nil && !slices.Contains(allowed, k.Value) {
-			where := "at the top level"
-			if path != "" {
-				where = "in " + path
-			}
-			return nil, configError(field, "%s (line %d): unknown key %s%s; known keys: %s", field, k.Line, where, suggest(k.Value, allowed), strings.Join(allowed, ", "))
-		}
-		lines[v.Line] = field
-		pairs = append(pairs, [2]*yaml.Node{k, v})
-	}
-	return pairs, nil
-}
-
-var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `?(.*?)`? into (.+)$")
-
-// typeError turns one of yaml.v3's type error lines into a config error
-// naming the key.
-func typeError(msg string, lines map[int]string) error {
-	m := typeErrRE.FindStringSubmatch(msg)
-	if m == nil {
-		return configError("", "config: %s", msg)
-	}
-	line, _ := strconv.Atoi(m[1])
-	field := lines[line]
-	want := m[4]
-	switch {
-	case strings.HasPrefix(want, "map["), strings.Contains(want, "sqlsource."):
-		want = "a mapping"
-	case want == "int" || want == "*int":
-		want = "a whole number"
-	case want == "bool" || want == "*bool":
-		want = "true or false"
-	case want == "string" || want == "*string":
-		want = "a string"
-	}
-	got := m[3]
-	if got == "" {
-		got = "a " + m[2]
-	} else {
-		got = strconv.Quote(got)
-	}
-	name := field
-	if name == "" {
-		name = "value"
-	}
-	return configError(field, "%s (line %d): %s is not %s", name, line, got, want)
-}
-
 func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// suggest returns ` (did you mean "x"?)` for the known key closest to key,
-// or "" if none is close.
-func suggest(key string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(key, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return slices.Sorted(maps.Keys(m))
 }

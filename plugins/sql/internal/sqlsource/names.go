@@ -1,48 +1,12 @@
 package sqlsource
 
-import (
-	"strings"
-	"unicode"
+import "github.com/cohortd/cohort/sdk"
 
-	"github.com/cohortd/cohort/sdk"
-)
-
-// traitName turns a column name into a rule-friendly identifier in
-// snake_case: "customerID" -> "customer_id", "MonthlyCharges" ->
-// "monthly_charges", "Total Charges" -> "total_charges", "HTTPServer" ->
-// "http_server", "first_name" stays. Anything that is not a letter or digit
-// separates words. The result may still be unusable (empty, starting with a
-// digit, not ASCII): checkTraitName says so.
-func traitName(column string) string {
-	rs := []rune(column)
-	var b strings.Builder
-	b.Grow(len(column) + 4)
-	sep := func() {
-		if b.Len() > 0 && !strings.HasSuffix(b.String(), "_") {
-			b.WriteByte('_')
-		}
-	}
-	for i, r := range rs {
-		switch {
-		case unicode.IsUpper(r):
-			if i > 0 {
-				prev := rs[i-1]
-				nextLower := i+1 < len(rs) && unicode.IsLower(rs[i+1])
-				if unicode.IsLower(prev) || unicode.IsDigit(prev) || (unicode.IsUpper(prev) && nextLower) {
-					sep()
-				}
-			}
-			b.WriteRune(unicode.ToLower(r))
-		case unicode.IsLetter(r) || unicode.IsDigit(r):
-			b.WriteRune(r)
-		case r == '_' && b.Len() == 0:
-			b.WriteByte('_') // keep a leading underscore: "_score" stays
-		default:
-			sep()
-		}
-	}
-	return strings.TrimSuffix(b.String(), "_")
-}
+// traitName is the trait name a column gets when columns.<name>.name does
+// not set one: sdk.TraitName, snake_case ("customerID" -> "customer_id").
+// The result may still be unusable (empty, starting with a digit, not
+// ASCII): checkTraitName says so.
+func traitName(column string) string { return sdk.TraitName(column) }
 
 // reserved are words of the rule language (expr) that cannot name a trait.
 var reserved = map[string]bool{

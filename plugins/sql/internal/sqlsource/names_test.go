@@ -2,17 +2,16 @@ package sqlsource
 
 import "testing"
 
+// TestTraitName checks the names columns get here; sdk.TraitName's own
+// tests cover the conversion. A name TraitName makes may still be refused
+// by checkTraitName (ASCII only here), which schema.go reports.
 func TestTraitName(t *testing.T) {
 	for in, want := range map[string]string{
-		"customerID":     "customer_id",
-		"MonthlyCharges": "monthly_charges",
-		"Total Charges":  "total_charges",
-		"HTTPServer":     "http_server",
-		"first_name":     "first_name",
-		"_score":         "_score",
-		"e-mail":         "e_mail",
-		"2fa":            "2fa",
-		"créé":           "créé",
+		"customerID":    "customer_id",
+		"Total Charges": "total_charges",
+		"_score":        "score",
+		"2fa":           "2fa",
+		"créé":          "créé",
 	} {
 		if got := traitName(in); got != want {
 			t.Errorf("traitName(%q) = %q, want %q", in, got, want)

@@ -1,13 +1,11 @@
 package tracksource
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"regexp"
+	"maps"
+	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -15,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Defaults for optional config keys.
@@ -56,27 +55,21 @@ type traitConfig struct {
 	From string `yaml:"from"`
 }
 
-func (c *traitConfig) UnmarshalYAML(n *yaml.Node) error {
+// UnmarshalStrictYAML reads the shorthand (a scalar is the type) or the
+// mapping, whose keys are checked like any other.
+func (c *traitConfig) UnmarshalStrictYAML(d *strictyaml.Decoder, n *yaml.Node, path string) error {
 	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
-		c.Type = n.Value
-		return nil
+		typ, err := d.Scalar(n, path+".type")
+		c.Type = typ
+		return err
 	}
 	type plain traitConfig
-	return n.Decode((*plain)(c))
+	return d.DecodeNode(n, path, reflect.ValueOf((*plain)(c)).Elem())
 }
 
 type consentConfig struct {
 	Email *string `yaml:"email"`
 	SMS   *string `yaml:"sms"`
-}
-
-// knownKeys lists the keys allowed at each level of the config, in the
-// order the error message shows them.
-var knownKeys = map[string][]string{
-	"": {"write_keys", "traits", "email", "phone", "timezone", "events", "allow_unknown_events",
-		"anonymous", "context_traits", "value_property", "page_event", "screen_event", "consent"},
-	"traits":  {"type", "from"},
-	"consent": {"email", "sms"},
 }
 
 // anonymousMode says what to do with a message that has an anonymousId but
@@ -125,14 +118,13 @@ type settings struct {
 	consent       []consentSpec
 }
 
-// parseConfig decodes and checks the config. Errors are *sdk.Error with
-// code InvalidConfig.
+// parseConfig decodes the config strictly (unknown and duplicate keys and
+// values of the wrong type are errors, see sdk.DecodeConfig) and checks it.
+// Errors are *sdk.Error with code InvalidConfig.
 func parseConfig(data []byte) (*settings, error) {
 	var cfg fileConfig
-	if len(bytes.TrimSpace(data)) > 0 {
-		if err := decodeStrict(data, &cfg); err != nil {
-			return nil, err
-		}
+	if err := sdk.DecodeConfig(data, &cfg); err != nil {
+		return nil, err
 	}
 	s := &settings{roots: map[string]bool{}, declared: map[string]bool{}, allowUnknown: true}
 
@@ -155,7 +147,7 @@ func parseConfig(data []byte) (*settings, error) {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
 
-	for _, name := range sortedKeys(cfg.Traits) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Traits)) {
 		tc := cfg.Traits[name]
 		field := "traits." + name
 		if msg := checkTraitName(name); msg != "" {
@@ -356,188 +348,4 @@ func configError(field, format string, args ...any) error {
 		msg = field + ": " + msg
 	}
 	return sdk.Errorf(sdk.InvalidConfig, field, "%s", msg)
-}
-
-// decodeStrict decodes data into cfg, rejecting unknown and duplicate keys
-// and values of the wrong kind, with errors that name the key and its line.
-func decodeStrict(data []byte, cfg *fileConfig) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return configError("", "config is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	paths := map[int]string{}
-	if len(root.Content) > 0 {
-		if err := checkKeys(root.Content[0], paths); err != nil {
-			return err
-		}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil {
-		return nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return configError("", "config: %v", err)
-	}
-	return typeError(te.Errors[0], paths)
-}
-
-// checkKeys reports unknown and duplicate keys in the config tree, and
-// records which key each line holds (for type errors).
-func checkKeys(root *yaml.Node, paths map[int]string) error {
-	top, err := checkMapping(root, "", knownKeys[""], paths)
-	if err != nil {
-		return err
-	}
-	for _, kv := range top {
-		switch kv[0].Value {
-		case "traits":
-			traits, err := checkMapping(kv[1], "traits", nil, paths)
-			if err != nil {
-				return err
-			}
-			for _, t := range traits {
-				field := "traits." + t[0].Value
-				if t[1].Kind == yaml.ScalarNode {
-					paths[t[1].Line] = field + ".type"
-					continue
-				}
-				if _, err := checkMapping(t[1], field, knownKeys["traits"], paths); err != nil {
-					return err
-				}
-			}
-		case "consent":
-			if _, err := checkMapping(kv[1], "consent", knownKeys["consent"], paths); err != nil {
-				return err
-			}
-		case "write_keys", "events":
-			paths[kv[1].Line] = kv[0].Value
-			if kv[1].Kind == yaml.SequenceNode {
-				for i, item := range kv[1].Content {
-					paths[item.Line] = fmt.Sprintf("%s[%d]", kv[0].Value, i)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// checkMapping checks one mapping's keys against allowed (nil: any key) and
-// returns its key/value pairs. A null is an empty mapping.
-func checkMapping(n *yaml.Node, path string, allowed []string, paths map[int]string) ([][2]*yaml.Node, error) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil, nil
-	}
-	if n.Kind != yaml.MappingNode {
-		what := "the config"
-		if path != "" {
-			what = path
-		}
-		return nil, configError(path, "%s (line %d): must be a mapping of keys to values", what, n.Line)
-	}
-	var pairs [][2]*yaml.Node
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		field := k.Value
-		if path != "" {
-			field = path + "." + k.Value
-		}
-		if prev, dup := seen[k.Value]; dup {
-			return nil, configError(field, "%s (line %d): set twice (first at line %d); keep one", field, k.Line, prev)
-		}
-		seen[k.Value] = k.Line
-		if allowed != nil && !slices.Contains(allowed, k.Value) {
-			where := "at the top level"
-			if path != "" {
-				where = "in " + path
-			}
-			return nil, configError(field, "%s (line %d): unknown key %s%s; known keys: %s", field, k.Line, where, suggest(k.Value, allowed), strings.Join(allowed, ", "))
-		}
-		paths[v.Line] = field
-		pairs = append(pairs, [2]*yaml.Node{k, v})
-	}
-	return pairs, nil
-}
-
-var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `?(.*?)`? into (.+)$")
-
-// typeError turns one of yaml.v3's type error lines into a config error
-// naming the key.
-func typeError(msg string, paths map[int]string) error {
-	m := typeErrRE.FindStringSubmatch(msg)
-	if m == nil {
-		return configError("", "config: %s", msg)
-	}
-	line, _ := strconv.Atoi(m[1])
-	field := paths[line]
-	want := m[4]
-	switch {
-	case strings.HasPrefix(want, "map["), strings.Contains(want, "tracksource."):
-		want = "a mapping"
-	case strings.HasPrefix(want, "[]"):
-		want = "a list"
-	case want == "bool" || want == "*bool":
-		want = "true or false"
-	case want == "string" || want == "*string":
-		want = "a string"
-	}
-	got := m[3]
-	if got == "" {
-		got = "a " + m[2]
-	} else {
-		got = strconv.Quote(got)
-	}
-	name := field
-	if name == "" {
-		name = "value"
-	}
-	return configError(field, "%s (line %d): %s is not %s", name, line, got, want)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// suggest returns ` (did you mean "x"?)` for the known key closest to key,
-// or "" if none is close.
-func suggest(key string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(key, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

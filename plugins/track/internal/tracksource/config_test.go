@@ -21,29 +21,30 @@ func TestConfigErrors(t *testing.T) {
 		{"empty key", `write_keys: [""]`, "write_keys[0]", "write_keys[0]: is empty"},
 		{"key with a newline", "write_keys: [\"abc\\n\"]", "write_keys[0]", "contains a space, line break or control character"},
 		{"key with a colon", `write_keys: ["a:b"]`, "write_keys[0]", `contains ":"`},
-		{"keys not a list", "write_keys: abc", "write_keys", `write_keys (line 1): "abc" is not a list`},
-		{"unknown key", keys + "trait: {}", "trait", `trait (line 2): unknown key at the top level (did you mean "traits"?)`},
-		{"duplicate key", keys + "anonymous: use\nanonymous: skip", "anonymous", "anonymous (line 3): set twice (first at line 2)"},
-		{"not YAML", "write_keys: [a", "", "config is not valid YAML"},
-		{"not a mapping", "- a", "", "the config (line 1): must be a mapping"},
+		{"keys not a list", "write_keys: abc", "write_keys", `line 1:13: expected a list, found "abc"`},
+		{"unknown key", keys + "trait: {}", "trait", `line 2:1: unknown key "trait" at the top level (known keys: allow_unknown_events, anonymous, consent, context_traits, email, events, page_event, phone, screen_event, timezone, traits, value_property, write_keys); did you mean "traits"?`},
+		{"duplicate key", keys + "anonymous: use\nanonymous: skip", "anonymous", `line 3:1: duplicate key "anonymous"`},
+		{"not YAML", "write_keys: [a", "", `line 1:1: invalid YAML: did not find expected ',' or ']'`},
+		{"not a mapping", "- a", "", "line 1:1: expected a mapping of keys to values, found a list"},
 		{"trait type missing", keys + "traits:\n  plan: {from: x}", "traits.plan.type", "traits.plan.type: required"},
 		{"trait type unknown", keys + "traits:\n  plan: int", "traits.plan.type", `unknown type "int"; use string, number, bool, time or list`},
-		{"trait unknown key", keys + "traits:\n  plan: {type: string, form: x}", "traits.plan.form", `unknown key in traits.plan (did you mean "from"?)`},
+		{"trait unknown key", keys + "traits:\n  plan: {type: string, form: x}", "traits.plan.form", `line 3:24: unknown key "form" in traits.plan (known keys: from, type); did you mean "from"?`},
 		{"trait name not an identifier", keys + "traits:\n  first-name: string", "traits.first-name", "is not an identifier"},
 		{"trait name reserved", keys + "traits:\n  in: string", "traits.in", "is a word of the rule language"},
 		{"trait from empty step", keys + "traits:\n  city: {type: string, from: address..city}", "traits.city.from", "is not a path"},
-		{"traits not a mapping", keys + "traits: [a]", "traits", "traits (line 2): must be a mapping"},
+		{"traits not a mapping", keys + "traits: [a]", "traits", "line 2:9: expected a mapping of keys to values, found a list"},
+		{"trait neither a type nor a mapping", keys + "traits:\n  plan: [string]", "traits.plan", "line 3:9: expected a mapping of keys to values, found a list"},
 		{"email not declared", keys + "email: mail", "email", `names trait "mail", which is not declared`},
 		{"email not a string", keys + "traits:\n  email: list\nemail: email", "email", "of type list; a contact trait must be of type string"},
 		{"event empty", keys + `events: ["Signed Up", ""]`, "events[1]", "an event name is empty"},
 		{"event listed twice", keys + `events: [a, b, a]`, "events[2]", `event "a" is listed twice`},
 		{"event padded", keys + `events: [" a"]`, "events[0]", "starts or ends with a space"},
 		{"anonymous unknown", keys + "anonymous: keep", "anonymous", `unknown value "keep"; use skip`},
-		{"allow_unknown_events not a bool", keys + "allow_unknown_events: sometimes", "allow_unknown_events", `"sometimes" is not true or false`},
-		{"context_traits not a bool", keys + "context_traits: 2", "context_traits", `"2" is not true or false`},
+		{"allow_unknown_events not a bool", keys + "allow_unknown_events: sometimes", "allow_unknown_events", `line 2:23: expected true or false, found "sometimes"`},
+		{"context_traits not a bool", keys + "context_traits: 2", "context_traits", `line 2:17: expected true or false, found "2"`},
 		{"value_property bad path", keys + "value_property: a.", "value_property", "is not a path"},
 		{"page_event padded", keys + `page_event: "page "`, "page_event", `or set it to "" to ignore these calls`},
-		{"consent unknown key", keys + "consent: {mail: x}", "consent.mail", "unknown key in consent"},
+		{"consent unknown key", keys + "consent: {mail: x}", "consent.mail", `line 2:11: unknown key "mail" in consent (known keys: email, sms); did you mean "email"?`},
 		{"consent bad path", keys + "consent: {sms: .x}", "consent.sms", "is not a path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -55,7 +56,14 @@ func TestConfigErrors(t *testing.T) {
 			if e.Code != sdk.InvalidConfig || e.Field != tc.field || !strings.Contains(e.Message, tc.msg) {
 				t.Errorf("error = {%v %q %q}, want {INVALID_CONFIG %q containing %q}", e.Code, e.Field, e.Message, tc.field, tc.msg)
 			}
-			if !strings.HasPrefix(e.Message, tc.field) {
+			// The plugin's own checks start the message with the field;
+			// sdk.DecodeConfig's errors start it with the position, and
+			// Error(), which the daemon logs, names the field.
+			if strings.HasPrefix(tc.msg, "line ") {
+				if !strings.HasPrefix(e.Message, tc.msg) || !strings.Contains(err.Error(), tc.field) {
+					t.Errorf("error %q: want a message starting with %q, and the field %q in the text", err, tc.msg, tc.field)
+				}
+			} else if !strings.HasPrefix(e.Message, tc.field) {
 				t.Errorf("message %q does not start with the field %q", e.Message, tc.field)
 			}
 		})
