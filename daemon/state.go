@@ -83,13 +83,15 @@ func LoadRules(cfg *config.Config, s *Schema) (*rules.Set, error) {
 	return rules.LoadDir(cfg.Path(cfg.Rules.Dir), rules.LoadOptions{Schema: s.Rules, Channels: s.Channels})
 }
 
-// LoadProfiles builds the in-memory profile store from storage.
-func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log *slog.Logger) (*profile.Store, error) {
+// LoadProfiles builds the in-memory profile store from storage. progress,
+// when not nil, is called as customers load (for a terminal progress line).
+func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log *slog.Logger, progress ...func(customers int, done bool)) (*profile.Store, error) {
 	start := time.Now()
 	store := profile.New(schema)
 	var (
 		batch   profile.Batch
 		skipped = map[string]int{}
+		loaded  int
 	)
 	flush := func() error {
 		err := store.Apply(batch)
@@ -105,11 +107,18 @@ func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log 
 			skipped[b]++
 		}
 		batch.Customers = append(batch.Customers, sdk.Customer{ID: c.ID, Traits: traits})
+		loaded++
 		if len(batch.Customers) >= 4096 {
+			for _, p := range progress {
+				p(loaded, false)
+			}
 			return flush()
 		}
 		return nil
 	})
+	for _, p := range progress {
+		p(loaded, true)
+	}
 	if err == nil {
 		err = flush()
 	}

@@ -61,6 +61,14 @@ type Ingester struct {
 
 	mu       sync.Mutex
 	caughtUp map[string]bool
+	progress map[string]*progress
+}
+
+// progress tracks a source's backlog import until it first catches up.
+type progress struct {
+	start, last         time.Time
+	customers, events   int
+	lastCust, lastEvent int
 }
 
 // New returns an ingester writing to store.
@@ -75,7 +83,7 @@ func New(store Store, log *slog.Logger, reg prometheus.Registerer, opts Options,
 		opts.MaxFuture = 24 * time.Hour
 	}
 	return &Ingester{store: store, log: log.With("component", "ingest"), opts: opts, observers: observers,
-		m: newMetrics(reg), caughtUp: map[string]bool{}}
+		m: newMetrics(reg), caughtUp: map[string]bool{}, progress: map[string]*progress{}}
 }
 
 // CaughtUp reports whether the source has drained its backlog since start.
@@ -171,19 +179,49 @@ func (g *Ingester) Commit(ctx context.Context, v *Validator, b *sdk.Batch) error
 	g.m.customers.WithLabelValues(source).Add(float64(len(ch.Customers)))
 	g.m.events.WithLabelValues(source, "new").Add(float64(len(ch.Events)))
 	g.m.batches.WithLabelValues(source).Inc()
-	if b.CaughtUp {
-		g.mu.Lock()
-		first := !g.caughtUp[source]
-		g.caughtUp[source] = true
-		g.mu.Unlock()
-		if first {
-			g.log.Info("source caught up", "source", source)
-		}
-	}
+	g.reportProgress(source, len(ch.Customers), len(ch.Events), b.CaughtUp)
 	for _, o := range g.observers {
 		o.Committed(ctx, ch)
 	}
 	return nil
+}
+
+// reportProgress logs a source's first import: a progress line every 5 s
+// while the backlog drains (customers, events, rate), then a summary when it
+// is caught up. Live changes after that are not reported here.
+func (g *Ingester) reportProgress(source string, customers, events int, caughtUp bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.caughtUp[source] {
+		return
+	}
+	now := g.opts.Now()
+	p := g.progress[source]
+	if p == nil {
+		p = &progress{start: now, last: now}
+		g.progress[source] = p
+	}
+	p.customers += customers
+	p.events += events
+	if caughtUp {
+		g.caughtUp[source] = true
+		took := now.Sub(p.start)
+		g.log.Info("source caught up", "source", source, "customers", p.customers, "events", p.events,
+			"took", took.Round(time.Millisecond), "per_second", perSecond(p.customers+p.events, took))
+		return
+	}
+	if now.Sub(p.last) >= 5*time.Second {
+		g.log.Info("importing", "source", source, "customers", p.customers, "events", p.events,
+			"per_second", perSecond(p.customers+p.events-p.lastCust-p.lastEvent, now.Sub(p.last)))
+		p.last, p.lastCust, p.lastEvent = now, p.customers, p.events
+	}
+}
+
+func perSecond(n int, d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int(float64(n) / d.Seconds())
 }
 
 func customerIDs(evs []storage.Event) []string {

@@ -1,10 +1,13 @@
 package ingest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +128,23 @@ func TestCommitDedupsRollsUpAndStoresCursor(t *testing.T) {
 		require.Len(t, rec.got[0].Events, 2)
 		require.Empty(t, rec.got[1].Events, "observers see only new events")
 	})
+}
+
+func TestImportProgressIsLogged(t *testing.T) {
+	db := storagetest.OpenSQLite(t)
+	ctx := context.Background()
+	clock := now
+	var logs bytes.Buffer
+	g := ingest.New(db, slog.New(slog.NewJSONHandler(&logs, nil)), prometheus.NewRegistry(), ingest.Options{Now: func() time.Time { return clock }})
+	v := ingest.NewValidator("crm", info, func() time.Time { return clock }, 24*time.Hour)
+	for i := range 3 {
+		clock = clock.Add(3 * time.Second)
+		require.NoError(t, g.Commit(ctx, v, &sdk.Batch{Customers: []sdk.Customer{{ID: fmt.Sprintf("c%d", i)}}, Cursor: fmt.Sprint(i)}))
+	}
+	require.NoError(t, g.Commit(ctx, v, &sdk.Batch{Customers: []sdk.Customer{{ID: "last"}}, Cursor: "end", CaughtUp: true}))
+	require.NoError(t, g.Commit(ctx, v, &sdk.Batch{Customers: []sdk.Customer{{ID: "live"}}, Cursor: "live"}))
+	out := logs.String()
+	require.Contains(t, out, `"msg":"importing","source":"crm","customers":2,"events":0`)
+	require.Contains(t, out, `"msg":"source caught up","source":"crm","customers":4,"events":0,"took":9000000000`)
+	require.Equal(t, 1, strings.Count(out, `"msg":"source caught up"`), "live changes after catching up are not import progress")
 }

@@ -26,6 +26,9 @@ import (
 // config, the plugins (for the sources' schemas), the compiled rules, and
 // for preview/explain the stored profiles.
 type workspace struct {
+	// progress draws a live counter on a terminal while profiles load.
+	progress func(customers int, done bool)
+
 	cfg    *config.Config
 	log    *slog.Logger
 	host   *pluginhost.Host
@@ -51,7 +54,7 @@ func openWorkspace(ctx context.Context, g *globalFlags, stderr io.Writer) (*work
 	if err != nil {
 		return nil, err
 	}
-	w := &workspace{cfg: cfg, log: logging.New(stderr, "error", cfg.Log.Format)}
+	w := &workspace{cfg: cfg, log: logging.New(stderr, "error", cfg.Log.Format), progress: terminalProgress(stderr, "loading profiles")}
 	w.host = pluginhost.New(cfg, w.log, prometheus.NewRegistry(), pluginhost.Options{})
 	sctx, cancel := context.WithTimeout(ctx, cfg.Plugins.StartTimeout+10*time.Second)
 	defer cancel()
@@ -79,7 +82,7 @@ func (w *workspace) loadProfiles(ctx context.Context) error {
 		return usageError{err}
 	}
 	w.db = db
-	w.store, err = daemon.LoadProfiles(ctx, db, w.schema.Rules, w.log)
+	w.store, err = daemon.LoadProfiles(ctx, db, w.schema.Rules, w.log, w.progress)
 	if err != nil {
 		return err
 	}
@@ -240,4 +243,32 @@ func segmentNames(set *rules.Set) string {
 		return "(none)"
 	}
 	return fmt.Sprint(names)
+}
+
+// terminalProgress returns a progress callback that redraws one line on a
+// terminal ("loading profiles: 420,000 customers"), or nil when w is not one.
+func terminalProgress(w io.Writer, what string) func(int, bool) {
+	if !logging.IsTerminal(w) {
+		return nil
+	}
+	var last time.Time
+	return func(n int, done bool) {
+		if !done && time.Since(last) < 100*time.Millisecond {
+			return
+		}
+		last = time.Now()
+		end := ""
+		if done {
+			end = "\n"
+		}
+		fmt.Fprintf(w, "\r%s: %s customers%s", what, thousands(n), end)
+	}
+}
+
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
