@@ -144,7 +144,7 @@ func TestImportProgressIsLogged(t *testing.T) {
 	require.NoError(t, g.Commit(ctx, v, &sdk.Batch{Customers: []sdk.Customer{{ID: "last"}}, Cursor: "end", CaughtUp: true}))
 	require.NoError(t, g.Commit(ctx, v, &sdk.Batch{Customers: []sdk.Customer{{ID: "live"}}, Cursor: "live"}))
 	out := logs.String()
-	require.Contains(t, out, `"msg":"importing","source":"crm","customers":2,"events":0`)
-	require.Contains(t, out, `"msg":"source caught up","source":"crm","customers":4,"events":0,"took":9000000000`)
+	require.Contains(t, out, `"msg":"importing","component":"ingest","source":"crm","customers":3,"events":0`)
+	require.Contains(t, out, `"msg":"source caught up","component":"ingest","source":"crm","customers":4,"events":0,"took":6000000000`)
 	require.Equal(t, 1, strings.Count(out, `"msg":"source caught up"`), "live changes after catching up are not import progress")
 }
