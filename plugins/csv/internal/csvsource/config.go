@@ -1,18 +1,17 @@
 package csvsource
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
 	"path/filepath"
-	"regexp"
+	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Defaults for optional config keys.
@@ -45,6 +44,22 @@ type fileConfig struct {
 	Events        *eventsConfig           `yaml:"events"`
 }
 
+// UnmarshalStrictYAML decodes the block like any other, then refuses
+// "events:" with nothing after it, which would otherwise read as no events
+// file at all.
+func (c *fileConfig) UnmarshalStrictYAML(d *strictyaml.Decoder, n *yaml.Node, path string) error {
+	type plain fileConfig
+	if err := d.DecodeNode(n, path, reflect.ValueOf((*plain)(c)).Elem()); err != nil {
+		return err
+	}
+	for i := 0; c.Events == nil && i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Value == "events" {
+			return strictyaml.Errorf(d.File, k, "events.path", "events is empty; set events.path and the columns, or remove events")
+		}
+	}
+	return nil
+}
+
 type columnConfig struct {
 	Type      string  `yaml:"type"`
 	Name      string  `yaml:"name"`
@@ -67,15 +82,6 @@ type eventsConfig struct {
 	ValueColumn    string    `yaml:"value_column"`
 	TimeFormat     string    `yaml:"time_format"`
 	Names          *[]string `yaml:"names"`
-}
-
-// knownKeys lists the keys allowed at each level of the config, in the
-// order the error message shows them.
-var knownKeys = map[string][]string{
-	"":        {"path", "id_column", "email", "phone", "timezone", "columns", "delimiter", "batch", "watch", "delete_missing", "consent", "events"},
-	"columns": {"type", "name", "separator", "format", "skip"},
-	"consent": {"column", "time_column"},
-	"events":  {"path", "id_column", "customer_column", "name_column", "time_column", "value_column", "time_format", "names"},
 }
 
 // settings is the validated config, before the file's header is read.
@@ -121,14 +127,14 @@ var eventRoles = [numEventRoles]struct{ key, what string }{
 	{"value_column", "value"},
 }
 
-// parseConfig decodes and checks the parts of the config that do not need
-// the file. Errors are *sdk.Error with code InvalidConfig.
+// parseConfig decodes the config strictly (unknown and duplicate keys and
+// values of the wrong type are errors, see sdk.DecodeConfig) and checks the
+// parts that do not need the file. Errors are *sdk.Error with code
+// InvalidConfig.
 func parseConfig(data []byte) (*settings, error) {
 	var cfg fileConfig
-	if len(bytes.TrimSpace(data)) > 0 {
-		if err := decodeStrict(data, &cfg); err != nil {
-			return nil, err
-		}
+	if err := sdk.DecodeConfig(data, &cfg); err != nil {
+		return nil, err
 	}
 	s := &settings{raw: cfg, delimiter: defaultDelimiter, batch: defaultBatch, watch: true}
 	if cfg.Path == "" {
@@ -267,142 +273,6 @@ func parseEventsConfig(cfg *eventsConfig) (*eventSettings, error) {
 	return ev, nil
 }
 
-// decodeStrict decodes data into cfg, rejecting unknown and duplicate keys
-// and values of the wrong kind, with errors that name the key and its line.
-func decodeStrict(data []byte, cfg *fileConfig) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return configError("", "config is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	paths := map[int]string{}
-	if len(root.Content) > 0 {
-		if err := checkKeys(root.Content[0], paths); err != nil {
-			return err
-		}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil {
-		return nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return configError("", "config: %v", err)
-	}
-	return typeError(te.Errors[0], paths)
-}
-
-// checkKeys reports unknown and duplicate keys in the config tree, and
-// records which key each line holds (for type errors).
-func checkKeys(root *yaml.Node, paths map[int]string) error {
-	top, err := checkMapping(root, "", knownKeys[""], paths)
-	if err != nil {
-		return err
-	}
-	for _, kv := range top {
-		switch kv[0].Value {
-		case "columns":
-			cols, err := checkMapping(kv[1], "columns", nil, paths)
-			if err != nil {
-				return err
-			}
-			for _, c := range cols {
-				if _, err := checkMapping(c[1], "columns."+c[0].Value, knownKeys["columns"], paths); err != nil {
-					return err
-				}
-			}
-		case "consent":
-			if _, err := checkMapping(kv[1], "consent", knownKeys["consent"], paths); err != nil {
-				return err
-			}
-		case "events":
-			if kv[1].Kind == yaml.ScalarNode && kv[1].Tag == "!!null" {
-				return configError("events.path", "events (line %d) is empty; set events.path and the columns, or remove events", kv[0].Line)
-			}
-			if _, err := checkMapping(kv[1], "events", knownKeys["events"], paths); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// checkMapping checks one mapping's keys against allowed (nil: any key) and
-// returns its key/value pairs. A null is an empty mapping.
-func checkMapping(n *yaml.Node, path string, allowed []string, paths map[int]string) ([][2]*yaml.Node, error) {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil, nil
-	}
-	if n.Kind != yaml.MappingNode {
-		what := "the config"
-		if path != "" {
-			what = path
-		}
-		return nil, configError(path, "%s (line %d): must be a mapping of keys to values", what, n.Line)
-	}
-	var pairs [][2]*yaml.Node
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		field := k.Value
-		if path != "" {
-			field = path + "." + k.Value
-		}
-		if prev, dup := seen[k.Value]; dup {
-			return nil, configError(field, "%s (line %d): set twice (first at line %d); keep one", field, k.Line, prev)
-		}
-		seen[k.Value] = k.Line
-		if allowed != nil && !slices.Contains(allowed, k.Value) {
-			where := "at the top level"
-			if path != "" {
-				where = "in " + path
-			}
-			return nil, configError(field, "%s (line %d): unknown key %s%s; known keys: %s", field, k.Line, where, suggest(k.Value, allowed), strings.Join(allowed, ", "))
-		}
-		paths[v.Line] = field
-		pairs = append(pairs, [2]*yaml.Node{k, v})
-	}
-	return pairs, nil
-}
-
-var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `?(.*?)`? into (.+)$")
-
-// typeError turns one of yaml.v3's type error lines into a config error
-// naming the key.
-func typeError(msg string, paths map[int]string) error {
-	m := typeErrRE.FindStringSubmatch(msg)
-	if m == nil {
-		return configError("", "config: %s", msg)
-	}
-	line, _ := strconv.Atoi(m[1])
-	field := paths[line]
-	want := m[4]
-	switch {
-	case strings.HasPrefix(want, "map["), strings.HasPrefix(want, "csvsource."), strings.HasPrefix(want, "*csvsource."):
-		want = "a mapping"
-	case want == "int" || want == "*int":
-		want = "a whole number"
-	case want == "bool" || want == "*bool":
-		want = "true or false"
-	case want == "string" || want == "*string":
-		want = "a string"
-	case want == "[]string" || want == "*[]string":
-		want = "a list of strings"
-	}
-	got := m[3]
-	if got == "" {
-		got = "a " + m[2]
-	} else {
-		got = strconv.Quote(got)
-	}
-	name := field
-	if name == "" {
-		name = "value"
-	}
-	return configError(field, "%s (line %d): %s is not %s", name, line, got, want)
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -410,40 +280,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// suggest returns ` (did you mean "x"?)` for the known key closest to key,
-// or "" if none is close.
-func suggest(key string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(key, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

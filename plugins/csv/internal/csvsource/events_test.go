@@ -68,11 +68,11 @@ func TestEventsConfigErrors(t *testing.T) {
 		name, config, field, msg string
 	}{
 		{"empty block", min + "events:\n", "events.path",
-			"events.path: events (line 3) is empty; set events.path and the columns, or remove events"},
+			"line 3:1: events is empty; set events.path and the columns, or remove events"},
 		{"unknown key", min + "events: {path: e.csv, idcolumn: x}", "events.idcolumn",
-			`events.idcolumn (line 3): unknown key in events (did you mean "id_column"?); known keys: path, id_column, customer_column, name_column, time_column, value_column, time_format, names`},
+			`events.idcolumn: line 3:23: unknown key "idcolumn" in events (known keys: customer_column, id_column, name_column, names, path, time_column, time_format, value_column); did you mean "id_column"?`},
 		{"not a mapping", min + "events: e.csv", "events",
-			"events (line 3): must be a mapping of keys to values"},
+			`events: line 3:9: expected a mapping of keys to values, found "e.csv"`},
 		{"no path", min + "events: {id_column: a}", "events.path",
 			"events.path: required when events is set; set it to the events CSV file (a relative path is relative to the daemon's working directory)"},
 		{"no id column", min + "events: {path: e.csv}", "events.id_column",
@@ -88,7 +88,7 @@ func TestEventsConfigErrors(t *testing.T) {
 		{"time format without a date", min + eventsBlock("e.csv", "time_format: '15:04'"), "events.time_format",
 			`events.time_format: "15:04" is not a Go time layout with a date; write the reference time 2006-01-02 15:04:05 as your file does, e.g. "2006-01-02 15:04:05" or "02/01/2006 15:04" (default: RFC 3339)`},
 		{"names not a list", min + eventsBlock("e.csv", "names: purchase"), "events.names",
-			`events.names (line 10): "purchase" is not a list of strings`},
+			`events.names: line 10:10: expected a list, found "purchase"`},
 		{"names empty", min + eventsBlock("e.csv", "names: []"), "events.names",
 			"events.names: is empty; list the event names to load, or remove names to take them from the file"},
 		{"name empty", min + eventsBlock("e.csv", "names: [a, '']"), "events.names",

@@ -1,45 +1,17 @@
 package csvsource
 
 import (
-	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/cohortd/cohort/sdk"
 )
 
-// traitName turns a column header into a rule-friendly identifier in
-// snake_case: "customerID" -> "customer_id", "MonthlyCharges" ->
-// "monthly_charges", "Total Charges" -> "total_charges", "StreamingTV" ->
-// "streaming_tv", "HTTPServer" -> "http_server". Anything that is not a
-// letter or digit separates words. The result may still be unusable (empty,
-// or starting with a digit): checkTraitName says so.
-func traitName(header string) string {
-	rs := []rune(header)
-	var b strings.Builder
-	b.Grow(len(header) + 4)
-	sep := func() {
-		if b.Len() > 0 && !strings.HasSuffix(b.String(), "_") {
-			b.WriteByte('_')
-		}
-	}
-	for i, r := range rs {
-		switch {
-		case unicode.IsUpper(r):
-			if i > 0 {
-				prev := rs[i-1]
-				nextLower := i+1 < len(rs) && unicode.IsLower(rs[i+1])
-				if unicode.IsLower(prev) || unicode.IsDigit(prev) || (unicode.IsUpper(prev) && nextLower) {
-					sep()
-				}
-			}
-			b.WriteRune(unicode.ToLower(r))
-		case unicode.IsLetter(r) || unicode.IsDigit(r):
-			b.WriteRune(r)
-		default:
-			sep()
-		}
-	}
-	return strings.TrimSuffix(b.String(), "_")
-}
+// traitName is the trait name a header gets when columns.<header>.name
+// does not set one: sdk.TraitName, snake_case ("customerID" ->
+// "customer_id"). The result may still be unusable (empty, or starting with
+// a digit): checkTraitName says so.
+func traitName(header string) string { return sdk.TraitName(header) }
 
 // reserved are words of the rule language (expr) that cannot name a trait.
 var reserved = map[string]bool{
