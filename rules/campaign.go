@@ -12,7 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/cohortd/cohort/rules/strictyaml"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Campaigns are parsed and validated here; the campaign engine runs them.

@@ -515,6 +515,48 @@ func (p *pStrTable) filter(b *binding) filterFn {
 	}
 }
 
+// pStrTables is a conjunction of string-table tests on different columns.
+type pStrTables struct{ tests []*pStrTable }
+
+func (p *pStrTables) cost() int { return 1 }
+func (p *pStrTables) filter(b *binding) filterFn {
+	codes := make([][]uint32, len(p.tests))
+	tabs := make([][]bool, len(p.tests))
+	for i, t := range p.tests {
+		col := b.strs[t.name]
+		codes[i], tabs[i] = col.Codes, t.table.get(col.Dict)
+	}
+	if len(p.tests) == 2 {
+		c0, c1, t0, t1 := codes[0], codes[1], tabs[0], tabs[1]
+		return func(_ *evalCtx, sel []uint32) []uint32 {
+			k := 0
+			for _, r := range sel {
+				if x := c0[r]; int(x) < len(t0) && t0[x] {
+					if y := c1[r]; int(y) < len(t1) && t1[y] {
+						sel[k] = r
+						k++
+					}
+				}
+			}
+			return sel[:k]
+		}
+	}
+	return func(_ *evalCtx, sel []uint32) []uint32 {
+		k := 0
+	rows:
+		for _, r := range sel {
+			for i, cs := range codes {
+				if c := cs[r]; int(c) >= len(tabs[i]) || !tabs[i][c] {
+					continue rows
+				}
+			}
+			sel[k] = r
+			k++
+		}
+		return sel[:k]
+	}
+}
+
 // pListTable keeps rows whose list trait has an item satisfying a predicate.
 type pListTable struct {
 	name  string
@@ -913,8 +955,13 @@ func (p *pRFM) filter(b *binding) filterFn {
 	return func(_ *evalCtx, sel []uint32) []uint32 {
 		k := 0
 		for _, r := range sel {
-			x, y, z := rq[r], fq[r], mq[r]
-			if x <= 5 && y <= 5 && z <= 5 && pr[x] && pf[y] && pm[z] {
+			if x := rq[r]; x > 5 || !pr[x] {
+				continue
+			}
+			if y := fq[r]; y > 5 || !pf[y] {
+				continue
+			}
+			if z := mq[r]; z <= 5 && pm[z] {
 				sel[k] = r
 				k++
 			}

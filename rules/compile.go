@@ -13,8 +13,8 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser/lexer"
 
-	"github.com/cohortd/cohort/rules/strictyaml"
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // exprError is an error at a rune offset of an expression.

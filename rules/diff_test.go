@@ -89,6 +89,8 @@ func planUses(p any) (vm, closures bool) {
 		return true, false
 	case *pAnd:
 		return usesAll(x.kids)
+	case *pStrTables:
+		return false, true
 	case *pOr:
 		return usesAll(x.kids)
 	case *pNot:

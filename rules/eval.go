@@ -189,6 +189,15 @@ func (b *binding) evalSpan(c *evalCtx, f filterFn, lo, hi int, out Bitmap) {
 			if w == to-1 && hi%64 != 0 {
 				x &= 1<<(hi%64) - 1
 			}
+			if x == ^uint64(0) { // all 64 rows live: the common case
+				base := uint32(w * 64)
+				s := sel[k : k+64]
+				for j := range s {
+					s[j] = base + uint32(j)
+				}
+				k += 64
+				continue
+			}
 			for x != 0 {
 				sel[k] = uint32(w*64 + bits.TrailingZeros64(x))
 				k++
@@ -314,6 +323,9 @@ func (s *Segment) EvalRange(t Table, env Env, lo, hi int, out Bitmap) error {
 			continue
 		}
 		out.Clear(uint32(r))
+	}
+	if hi == b.n && hi%64 != 0 && hi/64 < len(out) {
+		out[hi/64] &= 1<<(hi%64) - 1 // no stale bits past the last row
 	}
 	b.evalSpan(c, b.root, lo, hi, out)
 	return nil

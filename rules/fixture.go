@@ -14,8 +14,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/cohortd/cohort/rules/strictyaml"
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Fixtures

@@ -16,7 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
-	"github.com/cohortd/cohort/rules/strictyaml"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Version is the rules document format this package reads.

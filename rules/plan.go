@@ -228,6 +228,8 @@ func (p *planner) andPlan(n *ast.BinaryNode) bplan {
 	}
 	kids = fuseTables(kids, false)
 	kids = fuseRFM(kids)
+	kids = dropImpliedEver(kids)
+	kids = fuseStrTables(kids)
 	switch len(kids) {
 	case 0:
 		return &pConst{true}
@@ -306,6 +308,64 @@ func fuseTables(kids []bplan, or bool) []bplan {
 	return out
 }
 
+// dropImpliedEver removes ever(e) from a conjunction that also holds a
+// range over first_time(e) or last_time(e): the range needs the event too.
+func dropImpliedEver(kids []bplan) []bplan {
+	implied := map[string]bool{}
+	for _, k := range kids {
+		var t tplan
+		switch x := k.(type) {
+		case *pNumRange:
+			if d, ok := x.leaf.(*nDaysSince); ok && !x.neg {
+				t = d.t
+			}
+		case *pDayRange:
+			if !x.neg {
+				t = x.t
+			}
+		}
+		if e, ok := t.(*tEvent); ok {
+			implied[e.event] = true
+		}
+	}
+	out := kids[:0]
+	for _, k := range kids {
+		if e, ok := k.(*pEver); ok && implied[e.event] {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// fuseStrTables evaluates the string-table tests of a conjunction, over
+// different columns, in one loop.
+func fuseStrTables(kids []bplan) []bplan {
+	var fused *pStrTables
+	n := 0
+	for _, k := range kids {
+		if _, ok := k.(*pStrTable); ok {
+			n++
+		}
+	}
+	if n < 2 {
+		return kids
+	}
+	out := kids[:0]
+	for _, k := range kids {
+		if x, ok := k.(*pStrTable); ok {
+			if fused == nil {
+				fused = &pStrTables{}
+				out = append(out, fused)
+			}
+			fused.tests = append(fused.tests, x)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
 // fuseRFM merges && of ranges over rfm.r, rfm.f and rfm.m into one loop.
 func fuseRFM(kids []bplan) []bplan {
 	var fused *pRFM
@@ -325,7 +385,6 @@ func fuseRFM(kids []bplan) []bplan {
 	}
 	return out
 }
-
 
 var flipOp = map[string]string{"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 

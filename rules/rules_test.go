@@ -190,10 +190,10 @@ func TestMissingValueSemantics(t *testing.T) {
 		nothing, full bool
 	}{
 		{`age > 30`, false, true},
-		{`age != 30`, false, true},        // comparison touching missing is false
-		{`!(age > 30)`, true, false},      // ! of a comparison on missing is true
+		{`age != 30`, false, true},   // comparison touching missing is false
+		{`!(age > 30)`, true, false}, // ! of a comparison on missing is true
 		{`has(age) && !(age > 30)`, false, false},
-		{`age + 1 > 0`, false, true},      // arithmetic touching missing
+		{`age + 1 > 0`, false, true}, // arithmetic touching missing
 		{`-age < 0`, false, true},
 		{`(age ?? 0) == 0`, true, false},
 		{`country not in ["FR"]`, true, true}, // not (missing in [...]) is true
@@ -436,4 +436,24 @@ segment "new_mobile": not in (testdata/valid/segments.yaml:12:11)
 	require.Equal(t, want, got)
 	_, err = set.Explain(tab, 5, testNow)
 	require.Error(t, err)
+}
+
+func TestEvalRangeMatchesEvalAll(t *testing.T) {
+	set, err := LoadFiles(map[string][]byte{"corpus.yaml": corpusDoc()}, LoadOptions{Schema: testSchema})
+	require.NoError(t, err)
+	tab, err := NewMemTable(testSchema, testCustomers(1000, 9)) // 1002 rows: a partial last word
+	require.NoError(t, err)
+	all, err := set.EvalAll(tab, testNow)
+	require.NoError(t, err)
+	for _, seg := range set.Segments() {
+		out := NewBitmap(tab.Len())
+		for i := range out {
+			out[i] = ^uint64(0) // stale bits must be cleared
+		}
+		for lo := 0; lo < tab.Len(); lo += 192 {
+			require.NoError(t, seg.EvalRange(tab, Env{Now: testNow, Members: all}, lo, min(lo+192, tab.Len()), out))
+		}
+		require.Equal(t, all[seg.Name].Rows(nil), out.Rows(nil), seg.When)
+	}
+	require.Error(t, set.Segments()[0].EvalRange(tab, Env{Now: testNow}, 3, 10, NewBitmap(tab.Len())))
 }

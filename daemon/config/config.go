@@ -19,7 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/cohortd/cohort/rules/strictyaml"
+	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
 // Config is the daemon's configuration.
