@@ -159,6 +159,9 @@ func (is *Instances) UnmarshalStrictYAML(d *strictyaml.Decoder, n *yaml.Node, pa
 	})
 }
 
+// EnvPluginsDir names the environment variable that overrides plugins.dir.
+const EnvPluginsDir = "COHORT_PLUGINS_DIR"
+
 // Load reads, decodes and validates the config file at path, resolving
 // relative paths against its directory.
 func Load(path string) (*Config, error) {
@@ -190,6 +193,11 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	c.Dir = dir
+	// COHORT_PLUGINS_DIR overrides plugins.dir (packaged installs keep
+	// plugins elsewhere; tests point it at freshly built binaries).
+	if v, ok := lookupEnv(EnvPluginsDir); ok && v != "" {
+		c.Plugins.Dir = v
+	}
 	c.applyDefaults()
 	if err := c.validate(root); err != nil {
 		return nil, err

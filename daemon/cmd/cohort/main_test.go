@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
@@ -35,10 +37,19 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// TestCheckRepositoryConfig: `cohort check` passes on the repository's
+// config.yaml, running the example's rules and fixtures with freshly built
+// csv and file plugins.
 func TestCheckRepositoryConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"csv", "file"} {
+		require.NoError(t, os.Symlink(sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/"+name), filepath.Join(dir, name)))
+	}
+	t.Setenv("COHORT_PLUGINS_DIR", dir)
 	code, out, errOut := runCLI(t, "check", "--config", "../../../config.yaml")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "ok (storage sqlite, 1 sources, 1 channels, timezone UTC)")
+	require.Contains(t, out, "rules: ok (17 segments")
 }
 
 func TestCheckBadConfigExits2(t *testing.T) {
