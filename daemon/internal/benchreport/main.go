@@ -41,6 +41,8 @@ var targets = map[string]target{
 		note: "issue 4: compiled rule vs hand-written Go predicate over the same columns"},
 	"BenchmarkProfileMemory": {unit: "B/customer", absolute: 400,
 		note: "issue 4: heap in use after GC per customer, profiles and rollups loaded; baseline = a plain struct per customer"},
+	"BenchmarkEventToMembership": {unit: "p99-ms", absolute: 250,
+		note: "issue 4: track webhook to committed segment change at 1,000 events/s; baseline = the same calls' webhook round trip"},
 	"BenchmarkFullPass": {unit: "s", absolute: 0.3,
 		note: "issue 4: 10 rules over 1M profiles, 1% diff persisted to SQLite"},
 }

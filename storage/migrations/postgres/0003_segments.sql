@@ -27,7 +27,6 @@ CREATE TABLE segment_changes (
     pass        BIGINT NOT NULL REFERENCES segment_passes (id)
 );
 CREATE INDEX segment_changes_segment ON segment_changes (segment, seq);
-CREATE INDEX segment_changes_customer ON segment_changes (customer_id, seq);
 
 CREATE TABLE segment_sizes (
     segment TEXT NOT NULL,

@@ -16,7 +16,7 @@ CREATE TABLE segment_members (
     customer_id TEXT NOT NULL,
     since       TIMESTAMP NOT NULL,
     PRIMARY KEY (segment, customer_id)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE segment_changes (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -27,7 +27,6 @@ CREATE TABLE segment_changes (
     pass        INTEGER NOT NULL REFERENCES segment_passes (id)
 );
 CREATE INDEX segment_changes_segment ON segment_changes (segment, seq);
-CREATE INDEX segment_changes_customer ON segment_changes (customer_id, seq);
 
 CREATE TABLE segment_sizes (
     segment TEXT NOT NULL,
