@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/cohortd/cohort/daemon/config"
@@ -160,5 +159,3 @@ func refreshGroups(set *rules.Set) map[string][]string {
 	}
 	return out
 }
-
-func joinProblems(ps []string) string { return strings.Join(ps, "; ") }

@@ -13,7 +13,6 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser/lexer"
 
-	"github.com/cohortd/cohort/sdk"
 	"github.com/cohortd/cohort/sdk/strictyaml"
 )
 
@@ -411,6 +410,3 @@ func sortedCopy(s []string) []string {
 	sort.Strings(out)
 	return out
 }
-
-// traitType is used by explain and the fixtures.
-func (c *compiledSchema) traitType(name string) sdk.TraitType { return c.traits[name] }

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -154,15 +153,4 @@ func formatValue(v any) string {
 		return fmt.Sprintf("{r: %g, f: %g, m: %g}", x.R, x.F, x.M)
 	}
 	return fmt.Sprintf("%v", v)
-}
-
-// Functions documents the rules function library, sorted by name (for
-// `cohort check --help` and docs).
-func Functions() []string {
-	out := make([]string, 0, len(library))
-	for _, f := range library {
-		out = append(out, f.doc)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
@@ -132,6 +131,3 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
-
-// Name is a helper for table tests: the dialect of db as a string.
-func Name(db *storage.DB) string { return fmt.Sprint(db.Dialect()) }

@@ -41,10 +41,3 @@ func (s *idSet) add(id string, line int) (int32, bool) {
 	s.byHash[k] = int32(line)
 	return 0, false
 }
-
-func (s *idSet) len() int {
-	if s.byID != nil {
-		return len(s.byID)
-	}
-	return len(s.byHash)
-}
