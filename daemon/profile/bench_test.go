@@ -2,6 +2,7 @@ package profile
 
 import (
 	"fmt"
+	"github.com/cohortd/cohort/daemon/profile/profiletest"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -85,74 +86,12 @@ func heapStats() runtime.MemStats {
 	return m
 }
 
-var (
-	countries = []string{"DE", "AT", "CH", "FR", "US", "GB", "ES", "IT", "NL", "PL", "SE", "JP", "BR", "IN", "CA"}
-	genders   = []string{"female", "male", "nonbinary"}
-	plans     = []string{"free", "pro", "enterprise"}
-	devices   = []string{"ios", "android", "web"}
-	versions  = []string{"4.8.0", "4.9.1", "5.0.0", "5.1.2", "5.2.0", "5.3.1", "6.0.0", "6.1.0", "6.2.3", "7.0.0"}
-	topics    = []string{"running", "travel", "cooking", "yoga", "books", "outdoor", "sports", "photography", "music", "gaming", "fashion", "cycling"}
-	cities    = func() []string {
-		c := []string{"Berlin"}
-		for i := range 59 {
-			c = append(c, fmt.Sprintf("city%02d", i))
-		}
-		return c
-	}()
-	eventNames = []string{"purchase", "page_view", "page_view", "page_view", "email_open", "email_open"}
-)
+// genTraits and genRollups are the shared synthetic customers.
+func genTraits(r *rand.Rand, today int64) map[string]sdk.Value { return profiletest.Traits(r, today) }
 
-// genTraits makes one synthetic customer's 14 traits (some missing).
-func genTraits(r *rand.Rand, today int64) map[string]sdk.Value {
-	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
-	t := map[string]sdk.Value{
-		"lifetime_value": sdk.Number(float64(r.IntN(200000)) / 100),
-		"orders":         sdk.Number(float64(r.IntN(12))),
-		"sessions":       sdk.Number(float64(r.IntN(300))),
-		"score":          sdk.Number(r.Float64()),
-		"country":        sdk.String(pick(countries)),
-		"city":           sdk.String(pick(cities)),
-		"gender":         sdk.String(pick(genders)),
-		"plan":           sdk.String(pick(plans)),
-		"device":         sdk.String(pick(devices)),
-		"signed_up_at":   sdk.Time(rules.DayTime(today - int64(r.IntN(1100)))),
-		"vip":            sdk.Bool(r.IntN(10) == 0),
-	}
-	if r.IntN(100) < 85 {
-		t["age"] = sdk.Number(float64(18 + r.IntN(62)))
-	}
-	if r.IntN(100) < 80 {
-		t["app_version"] = sdk.String(pick(versions))
-	}
-	items := make([]string, r.IntN(5))
-	for i := range items {
-		items[i] = pick(topics)
-	}
-	t["interests"] = sdk.List(items...)
-	return t
-}
-
-// genRollups makes one customer's year of 20 events, rolled up by day.
 func genRollups(r *rand.Rand, id string, today int64, out []Rollup) []Rollup {
-	type key struct {
-		name string
-		day  int32
-	}
-	agg := map[key]*Rollup{}
-	for range 20 {
-		k := key{eventNames[r.IntN(len(eventNames))], int32(today) - int32(r.IntN(365))}
-		ro := agg[k]
-		if ro == nil {
-			ro = &Rollup{CustomerID: id, Name: k.name, Day: k.day}
-			agg[k] = ro
-		}
-		ro.Count++
-		if k.name == "purchase" {
-			ro.Sum += float64(r.IntN(20000)) / 100
-		}
-	}
-	for _, ro := range agg {
-		out = append(out, *ro)
+	for _, x := range profiletest.Rollups(r, id, today, nil) {
+		out = append(out, Rollup(x))
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package segment_test
 import (
 	"context"
 	"fmt"
+	"github.com/cohortd/cohort/daemon/profile/profiletest"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -259,7 +260,10 @@ func loadFullPassData(b *testing.B, n int) *fullPassData {
 	today := rules.Day(fullPassNow)
 	store := profile.New(fullPassSchema)
 	r := rand.New(rand.NewPCG(4, 4))
-	var batch profile.Batch
+	var (
+		batch   profile.Batch
+		rollups []storage.Rollup
+	)
 	flush := func() {
 		if err := store.Apply(batch); err != nil {
 			b.Fatal(err)
@@ -268,8 +272,11 @@ func loadFullPassData(b *testing.B, n int) *fullPassData {
 	}
 	for i := range n {
 		id := "cus_" + strconv.Itoa(i)
-		batch.Customers = append(batch.Customers, sdk.Customer{ID: id, Traits: fullPassTraits(r, today)})
-		batch.Rollups = fullPassRollups(r, id, today, batch.Rollups)
+		batch.Customers = append(batch.Customers, sdk.Customer{ID: id, Traits: profiletest.Traits(r, today)})
+		rollups = profiletest.Rollups(r, id, today, rollups[:0])
+		for _, x := range rollups {
+			batch.Rollups = append(batch.Rollups, profile.Rollup(x))
+		}
 		if len(batch.Customers) == 4096 {
 			flush()
 		}
@@ -433,81 +440,6 @@ func (d *fullPassData) mutate(b *testing.B, target int) int {
 		b.Fatal(err)
 	}
 	return len(changes)
-}
-
-var (
-	fullPassCountries = []string{"DE", "AT", "CH", "FR", "US", "GB", "ES", "IT", "NL", "PL", "SE", "JP", "BR", "IN", "CA"}
-	fullPassGenders   = []string{"female", "male", "nonbinary"}
-	fullPassPlans     = []string{"free", "pro", "enterprise"}
-	fullPassDevices   = []string{"ios", "android", "web"}
-	fullPassVersions  = []string{"4.8.0", "4.9.1", "5.0.0", "5.1.2", "5.2.0", "5.3.1", "6.0.0", "6.1.0", "6.2.3", "7.0.0"}
-	fullPassTopics    = []string{"running", "travel", "cooking", "yoga", "books", "outdoor", "sports", "photography", "music", "gaming", "fashion", "cycling"}
-	fullPassCities    = func() []string {
-		c := []string{"Berlin"}
-		for i := range 59 {
-			c = append(c, fmt.Sprintf("city%02d", i))
-		}
-		return c
-	}()
-	// Of 20 events a year: ~1/6 purchases, 1/2 page views, 1/3 email opens.
-	fullPassEvents = []string{"purchase", "page_view", "page_view", "page_view", "email_open", "email_open"}
-)
-
-// fullPassTraits makes one customer's 14 traits (age and app_version
-// sometimes missing).
-func fullPassTraits(r *rand.Rand, today int64) map[string]sdk.Value {
-	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
-	t := map[string]sdk.Value{
-		"lifetime_value": sdk.Number(float64(r.IntN(200000)) / 100),
-		"orders":         sdk.Number(float64(r.IntN(12))),
-		"sessions":       sdk.Number(float64(r.IntN(300))),
-		"score":          sdk.Number(r.Float64()),
-		"country":        sdk.String(pick(fullPassCountries)),
-		"city":           sdk.String(pick(fullPassCities)),
-		"gender":         sdk.String(pick(fullPassGenders)),
-		"plan":           sdk.String(pick(fullPassPlans)),
-		"device":         sdk.String(pick(fullPassDevices)),
-		"signed_up_at":   sdk.Time(rules.DayTime(today - int64(r.IntN(1100)))),
-		"vip":            sdk.Bool(r.IntN(10) == 0),
-	}
-	if r.IntN(100) < 85 {
-		t["age"] = sdk.Number(float64(18 + r.IntN(62)))
-	}
-	if r.IntN(100) < 80 {
-		t["app_version"] = sdk.String(pick(fullPassVersions))
-	}
-	items := make([]string, r.IntN(5))
-	for i := range items {
-		items[i] = pick(fullPassTopics)
-	}
-	t["interests"] = sdk.List(items...)
-	return t
-}
-
-// fullPassRollups appends one customer's year of 20 events, rolled up by day.
-func fullPassRollups(r *rand.Rand, id string, today int64, out []profile.Rollup) []profile.Rollup {
-	first := len(out)
-	for range 20 {
-		name := fullPassEvents[r.IntN(len(fullPassEvents))]
-		day := int32(today) - int32(r.IntN(365))
-		var sum float64
-		if name == "purchase" {
-			sum = float64(1+r.IntN(20000)) / 100
-		}
-		merged := false
-		for i := first; i < len(out); i++ {
-			if out[i].Name == name && out[i].Day == day {
-				out[i].Count++
-				out[i].Sum += sum
-				merged = true
-				break
-			}
-		}
-		if !merged {
-			out = append(out, profile.Rollup{CustomerID: id, Name: name, Day: day, Count: 1, Sum: sum})
-		}
-	}
-	return out
 }
 
 func median(ds []time.Duration) time.Duration {
