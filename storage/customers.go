@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -65,22 +64,16 @@ func (tx *Tx) UpsertCustomers(cs []Customer) error {
 // event for a customer no source has described yet is never dropped).
 func (tx *Tx) EnsureCustomers(ids []string) error {
 	now := time.Now().UTC()
-	for start := 0; start < len(ids); start += upsertChunk {
-		chunk := ids[start:min(start+upsertChunk, len(ids))]
-		var b strings.Builder
-		b.WriteString("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ")
-		args := make([]any, 0, 4*len(chunk))
-		for i, id := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
+	err := tx.chunked("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ", 4,
+		" ON CONFLICT (id) DO NOTHING", len(ids), func(lo, hi int) ([]any, error) {
+			args := make([]any, 0, 4*(hi-lo))
+			for _, id := range ids[lo:hi] {
+				args = append(args, id, "{}", now, now)
 			}
-			b.WriteString("(?, '{}', ?, ?)")
-			args = append(args, id, now, now)
-		}
-		b.WriteString(" ON CONFLICT (id) DO NOTHING")
-		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
-			return fmt.Errorf("storage: create customers: %w", err)
-		}
+			return args, nil
+		})
+	if err != nil {
+		return fmt.Errorf("storage: create customers: %w", err)
 	}
 	return nil
 }

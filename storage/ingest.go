@@ -102,30 +102,25 @@ func (tx *Tx) InsertEvents(evs []Event) ([]Event, error) {
 // AddRollups adds counts and sums into the daily rollups, widening first and
 // last times.
 func (tx *Tx) AddRollups(rs []Rollup) error {
-	for start := 0; start < len(rs); start += upsertChunk {
-		chunk := rs[start:min(start+upsertChunk, len(rs))]
-		var b strings.Builder
-		b.WriteString("INSERT INTO event_rollups (customer_id, name, day, count, value_sum, first_time_ms, last_time_ms) VALUES ")
-		args := make([]any, 0, 7*len(chunk))
-		for i, r := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
+	lo, hi := "MIN", "MAX"
+	if tx.dialect == Postgres {
+		lo, hi = "LEAST", "GREATEST"
+	}
+	tail := fmt.Sprintf(` ON CONFLICT (customer_id, name, day) DO UPDATE SET
+		count = event_rollups.count + excluded.count,
+		value_sum = event_rollups.value_sum + excluded.value_sum,
+		first_time_ms = %s(event_rollups.first_time_ms, excluded.first_time_ms),
+		last_time_ms = %s(event_rollups.last_time_ms, excluded.last_time_ms)`, lo, hi)
+	err := tx.chunked("INSERT INTO event_rollups (customer_id, name, day, count, value_sum, first_time_ms, last_time_ms) VALUES ", 7,
+		tail, len(rs), func(a, b int) ([]any, error) {
+			args := make([]any, 0, 7*(b-a))
+			for _, r := range rs[a:b] {
+				args = append(args, r.CustomerID, r.Name, r.Day, r.Count, r.Sum, r.First.UnixMilli(), r.Last.UnixMilli())
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?)")
-			args = append(args, r.CustomerID, r.Name, r.Day, r.Count, r.Sum, r.First.UnixMilli(), r.Last.UnixMilli())
-		}
-		lo, hi := "MIN", "MAX"
-		if tx.dialect == Postgres {
-			lo, hi = "LEAST", "GREATEST"
-		}
-		fmt.Fprintf(&b, ` ON CONFLICT (customer_id, name, day) DO UPDATE SET
-			count = event_rollups.count + excluded.count,
-			value_sum = event_rollups.value_sum + excluded.value_sum,
-			first_time_ms = %s(event_rollups.first_time_ms, excluded.first_time_ms),
-			last_time_ms = %s(event_rollups.last_time_ms, excluded.last_time_ms)`, lo, hi)
-		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
-			return fmt.Errorf("storage: add rollups: %w", err)
-		}
+			return args, nil
+		})
+	if err != nil {
+		return fmt.Errorf("storage: add rollups: %w", err)
 	}
 	return nil
 }
@@ -133,21 +128,16 @@ func (tx *Tx) AddRollups(rs []Rollup) error {
 // InsertConsents appends consent records.
 func (tx *Tx) InsertConsents(cs []Consent) error {
 	now := time.Now().UTC()
-	for start := 0; start < len(cs); start += upsertChunk {
-		chunk := cs[start:min(start+upsertChunk, len(cs))]
-		var b strings.Builder
-		b.WriteString("INSERT INTO consents (customer_id, kind, status, time_ms, source, basis, recorded_at) VALUES ")
-		args := make([]any, 0, 7*len(chunk))
-		for i, c := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
+	err := tx.chunked("INSERT INTO consents (customer_id, kind, status, time_ms, source, basis, recorded_at) VALUES ", 7,
+		"", len(cs), func(a, b int) ([]any, error) {
+			args := make([]any, 0, 7*(b-a))
+			for _, c := range cs[a:b] {
+				args = append(args, c.CustomerID, c.Kind, c.Status, c.Time.UnixMilli(), c.Source, c.Basis, now)
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?)")
-			args = append(args, c.CustomerID, c.Kind, c.Status, c.Time.UnixMilli(), c.Source, c.Basis, now)
-		}
-		if err := tx.g.Exec(b.String(), args...).Error; err != nil {
-			return fmt.Errorf("storage: insert consents: %w", err)
-		}
+			return args, nil
+		})
+	if err != nil {
+		return fmt.Errorf("storage: insert consents: %w", err)
 	}
 	return nil
 }

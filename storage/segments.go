@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -60,14 +59,16 @@ func (tx *Tx) FinishPass(id int64, evaluated, changes int) error {
 // added and removed, and each change is appended to the numbered log.
 func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, pass int64) error {
 	at = at.UTC()
-	for start := 0; start < len(entered); start += upsertChunk {
-		chunk := entered[start:min(start+upsertChunk, len(entered))]
-		if err := tx.insertRows("INSERT INTO segment_members (segment, customer_id, since) VALUES ", "(?, ?, ?)",
-			" ON CONFLICT (segment, customer_id) DO NOTHING", len(chunk), func(i int) []any {
-				return []any{segment, chunk[i], at}
-			}); err != nil {
-			return fmt.Errorf("storage: segment %q: add members: %w", segment, err)
-		}
+	err := tx.chunked("INSERT INTO segment_members (segment, customer_id, since) VALUES ", 3,
+		" ON CONFLICT (segment, customer_id) DO NOTHING", len(entered), func(a, b int) ([]any, error) {
+			args := make([]any, 0, 3*(b-a))
+			for _, id := range entered[a:b] {
+				args = append(args, segment, id, at)
+			}
+			return args, nil
+		})
+	if err != nil {
+		return fmt.Errorf("storage: segment %q: add members: %w", segment, err)
 	}
 	for start := 0; start < len(exited); start += upsertChunk {
 		chunk := exited[start:min(start+upsertChunk, len(exited))]
@@ -79,14 +80,16 @@ func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, 
 		change string
 		ids    []string
 	}{{"enter", entered}, {"exit", exited}} {
-		for start := 0; start < len(group.ids); start += upsertChunk {
-			chunk := group.ids[start:min(start+upsertChunk, len(group.ids))]
-			if err := tx.insertRows("INSERT INTO segment_changes (segment, customer_id, change, at, pass) VALUES ", "(?, ?, ?, ?, ?)",
-				"", len(chunk), func(i int) []any {
-					return []any{segment, chunk[i], group.change, at, pass}
-				}); err != nil {
-				return fmt.Errorf("storage: segment %q: log changes: %w", segment, err)
-			}
+		err := tx.chunked("INSERT INTO segment_changes (segment, customer_id, change, at, pass) VALUES ", 5,
+			"", len(group.ids), func(a, b int) ([]any, error) {
+				args := make([]any, 0, 5*(b-a))
+				for _, id := range group.ids[a:b] {
+					args = append(args, segment, id, group.change, at, pass)
+				}
+				return args, nil
+			})
+		if err != nil {
+			return fmt.Errorf("storage: segment %q: log changes: %w", segment, err)
 		}
 	}
 	return nil
@@ -100,25 +103,6 @@ func (tx *Tx) RecordSize(s SegmentSize) error {
 		return fmt.Errorf("storage: segment %q: record size: %w", s.Segment, err)
 	}
 	return nil
-}
-
-// insertRows runs one multi-row INSERT of n rows.
-func (tx *Tx) insertRows(head, tuple, tail string, n int, row func(i int) []any) error {
-	if n == 0 {
-		return nil
-	}
-	var b strings.Builder
-	b.WriteString(head)
-	var args []any
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(tuple)
-		args = append(args, row(i)...)
-	}
-	b.WriteString(tail)
-	return tx.g.Exec(b.String(), args...).Error
 }
 
 // EachSegmentMember streams a segment's current members (all segments when
