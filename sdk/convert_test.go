@@ -370,15 +370,12 @@ func TestEnumsMatchWire(t *testing.T) {
 	for v, want := range map[ConsentStatus]string{ConsentUnknown: "UNSPECIFIED", OptIn: "OPT_IN", OptOut: "OPT_OUT"} {
 		check("consent status", want, pluginv1.ConsentStatus(v).String(), want)
 	}
-	for s := StatusUnknown; s <= Suppress; s++ {
+	for s := StatusUnknown; s <= OutcomeUnknown; s++ {
 		want := strings.ToUpper(s.String())
-		if s == StatusUnknown {
-			want = "UNSPECIFIED"
-		}
 		check("result status", s.String(), pluginv1.ResultStatus(s).String(), want)
 	}
-	if len(pluginv1.ResultStatus_name) != int(Suppress)+1 {
-		t.Errorf("wire has %d result statuses, sdk %d", len(pluginv1.ResultStatus_name), int(Suppress)+1)
+	if len(pluginv1.ResultStatus_name) != int(OutcomeUnknown)+1 {
+		t.Errorf("wire has %d result statuses, sdk %d", len(pluginv1.ResultStatus_name), int(OutcomeUnknown)+1)
 	}
 	for d := DeliveryUnknown; d <= DeliveryFailed; d++ {
 		want := strings.ToUpper(d.String())

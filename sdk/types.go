@@ -258,6 +258,10 @@ const (
 	Permanent
 	// Suppress: the address must never be used again.
 	Suppress
+	// OutcomeUnknown: the request may have reached the provider but no answer came
+	// (a timeout or a connection lost after the request was written). The
+	// host records the message as unknown and does not resend it.
+	OutcomeUnknown
 )
 
 func (s ResultStatus) String() string {
@@ -270,8 +274,10 @@ func (s ResultStatus) String() string {
 		return "permanent"
 	case Suppress:
 		return "suppress"
+	case OutcomeUnknown:
+		return "unknown"
 	}
-	return "unknown"
+	return "unspecified"
 }
 
 // Result is the outcome of sending one Message.

@@ -156,6 +156,10 @@ const (
 	ResultStatus_RESULT_STATUS_PERMANENT ResultStatus = 3
 	// The address must never be used again (e.g. Twilio 21610).
 	ResultStatus_RESULT_STATUS_SUPPRESS ResultStatus = 4
+	// The request may have reached the provider but no answer came (timeout,
+	// connection lost after the request was written). The host records the
+	// message as unknown and never resends it unless on_unknown is resend.
+	ResultStatus_RESULT_STATUS_UNKNOWN ResultStatus = 5
 )
 
 // Enum value maps for ResultStatus.
@@ -166,6 +170,7 @@ var (
 		2: "RESULT_STATUS_RETRYABLE",
 		3: "RESULT_STATUS_PERMANENT",
 		4: "RESULT_STATUS_SUPPRESS",
+		5: "RESULT_STATUS_UNKNOWN",
 	}
 	ResultStatus_value = map[string]int32{
 		"RESULT_STATUS_UNSPECIFIED": 0,
@@ -173,6 +178,7 @@ var (
 		"RESULT_STATUS_RETRYABLE":   2,
 		"RESULT_STATUS_PERMANENT":   3,
 		"RESULT_STATUS_SUPPRESS":    4,
+		"RESULT_STATUS_UNKNOWN":     5,
 	}
 )
 
@@ -2150,13 +2156,14 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rConsentStatus\x12\x1e\n" +
 	"\x1aCONSENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CONSENT_STATUS_OPT_IN\x10\x01\x12\x1a\n" +
-	"\x16CONSENT_STATUS_OPT_OUT\x10\x02*\x9f\x01\n" +
+	"\x16CONSENT_STATUS_OPT_OUT\x10\x02*\xba\x01\n" +
 	"\fResultStatus\x12\x1d\n" +
 	"\x19RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RESULT_STATUS_ACCEPTED\x10\x01\x12\x1b\n" +
 	"\x17RESULT_STATUS_RETRYABLE\x10\x02\x12\x1b\n" +
 	"\x17RESULT_STATUS_PERMANENT\x10\x03\x12\x1a\n" +
-	"\x16RESULT_STATUS_SUPPRESS\x10\x04*\xc6\x02\n" +
+	"\x16RESULT_STATUS_SUPPRESS\x10\x04\x12\x19\n" +
+	"\x15RESULT_STATUS_UNKNOWN\x10\x05*\xc6\x02\n" +
 	"\fDeliveryType\x12\x1d\n" +
 	"\x19DELIVERY_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_TYPE_ACCEPTED\x10\x01\x12\x1b\n" +
