@@ -47,9 +47,12 @@
 // asymptotic; counts must be cumulative over the looks of one experiment. Zero variance
 // guard: when both arms are all-0 or all-1, V would be 0; V is therefore floored at the
 // variance of the pooled rate had half a conversion more (or fewer) been seen,
-// f(1-f)(1/n1+1/n2) with f = 0.5/(n1+n2). The floor is below the unpooled V whenever
-// either arm has at least one conversion and one non-conversion, so it only acts in the
-// degenerate cases, where it keeps p finite and continuous. One arm with n = 0 gives p = 1.
+// f(1-f)(1/n1+1/n2) with f = 0.5/(n1+n2), which is at most 1/(2 n1 n2). When both arms
+// have at least one conversion and one non-conversion, p(1-p)/n >= 1/(2n^2) per arm, so
+// V >= 1/(2n1^2) + 1/(2n2^2) >= 1/(n1 n2) and the floor never acts. It acts only when an
+// arm is all-0 or all-1 and the other arm's variance is small, exactly where the plug-in
+// variance understates the all-0 arm's uncertainty; it keeps p finite there. One arm with
+// n = 0 gives p = 1.
 //
 // An always-valid p-value is the running minimum over looks, p_n = min(p_{n-1}, 1/Lambda_n):
 // at any data-dependent stopping time P(p_n <= alpha) <= alpha under the null, so results

@@ -3,8 +3,9 @@ package stats
 import "math"
 
 // msprtVariance is V = p1(1-p1)/n1 + p2(1-p2)/n2 floored at f(1-f)(1/n1+1/n2) with
-// f = 0.5/(n1+n2), the variance of the pooled rate had half a conversion more been seen
-// (see the package doc). n1 and n2 must be positive.
+// f = 0.5/(n1+n2), the variance of the pooled rate had half a conversion been seen; the
+// floor only acts when an arm is all-0 or all-1 (see the package doc). n1 and n2 must be
+// positive.
 func msprtVariance(x1, n1, x2, n2 int) float64 {
 	p1 := float64(x1) / float64(n1)
 	p2 := float64(x2) / float64(n2)

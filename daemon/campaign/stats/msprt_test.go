@@ -139,10 +139,11 @@ func TestMSPRTDegenerate(t *testing.T) {
 	}
 }
 
-// The variance floor acts only in the degenerate cases: with at least one conversion and
-// one non-conversion in some arm, V is the plug-in variance.
+// The variance floor never acts when both arms have a conversion and a non-conversion,
+// nor in these common one-sided cases; it acts when an arm is all-0 and the plug-in V is
+// nearly 0.
 func TestMSPRTVarianceFloor(t *testing.T) {
-	for _, c := range [][4]int{{1, 1000, 0, 1000}, {0, 5000, 1, 10}, {999, 1000, 1000, 1000}, {1, 2, 1, 2}} {
+	for _, c := range [][4]int{{1, 1000, 0, 1000}, {0, 5000, 1, 10}, {999, 1000, 1000, 1000}, {1, 2, 1, 2}, {1, 2, 1, 100000}, {1, 100000, 99999, 100000}} {
 		p1 := float64(c[0]) / float64(c[1])
 		p2 := float64(c[2]) / float64(c[3])
 		plugin := p1*(1-p1)/float64(c[1]) + p2*(1-p2)/float64(c[3])
@@ -152,6 +153,13 @@ func TestMSPRTVarianceFloor(t *testing.T) {
 	}
 	if v := msprtVariance(0, 100, 0, 100); !(v > 0) {
 		t.Errorf("msprtVariance(0/100 vs 0/100) = %v, want a positive floor", v)
+	}
+	// 1 of 10,000 against 0 of 10: plug-in V is 1e-8, the floor (about 5e-6) takes over.
+	plugin := 1e-4 * (1 - 1e-4) / 10000
+	f := 0.5 / 10010
+	floor := f * (1 - f) * (1.0/10000 + 1.0/10)
+	if v := msprtVariance(1, 10000, 0, 10); math.Abs(v-floor) > 1e-12*floor || !(floor > plugin) {
+		t.Errorf("msprtVariance(1/10000 vs 0/10) = %v, want the floor %v above the plug-in %v", v, floor, plugin)
 	}
 }
 
