@@ -11,7 +11,8 @@
 // Errors are Twilio's JSON error bodies {"code","message","more_info",
 // "status"}:
 //
-//	21211 400  the To number is not a valid phone number (not E.164)
+//	21211 400  the To number is not a valid phone number (not E.164, or
+//	           marked with Unassigned)
 //	21602 400  no Body
 //	21603 400  neither From nor MessagingServiceSid
 //	21604 400  no To
@@ -137,10 +138,13 @@ type Server struct {
 	bySID      map[string]int // index into messages
 	stopped    map[string]bool
 	notMobile  map[string]bool
+	unassigned map[string]bool
 	faults     []Fault
 	latency    time.Duration
 	retryAfter time.Duration
 	requests   int
+	inFlight   int
+	peak       int
 	inboundURL string
 }
 
@@ -155,6 +159,7 @@ func New(accountSID, authToken string) *Server {
 		bySID:      map[string]int{},
 		stopped:    map[string]bool{},
 		notMobile:  map[string]bool{},
+		unassigned: map[string]bool{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /"+APIVersion+"/Accounts/{account}/Messages.json", s.createMessage)
@@ -214,6 +219,16 @@ func (s *Server) NotMobile(numbers ...string) {
 	}
 }
 
+// Unassigned marks well-formed numbers as not valid phone numbers (no such
+// number exists): sending to them fails with 21211 like a malformed To.
+func (s *Server) Unassigned(numbers ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range numbers {
+		s.unassigned[n] = true
+	}
+}
+
 // InjectFaults queues faults: each following authenticated API request
 // takes the next one, in order, until the queue is empty.
 func (s *Server) InjectFaults(faults ...Fault) {
@@ -260,6 +275,14 @@ func (s *Server) Requests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.requests
+}
+
+// PeakInFlight is the most Messages requests the server was handling at
+// once since it started: a check of a sender's concurrency bound.
+func (s *Server) PeakInFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
 }
 
 // Messages returns the accepted messages in the order they were accepted.
@@ -318,7 +341,14 @@ func (s *Server) authenticated(r *http.Request) bool {
 func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
+	s.inFlight++
+	s.peak = max(s.peak, s.inFlight)
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 
 	if !s.authenticated(r) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
@@ -390,9 +420,12 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	stopped, notMobile := s.stopped[to], s.notMobile[to]
+	stopped, notMobile, unassigned := s.stopped[to], s.notMobile[to], s.unassigned[to]
 	s.mu.Unlock()
 	switch {
+	case unassigned:
+		writeError(w, http.StatusBadRequest, 21211, "Invalid 'To' Phone Number: %s", to)
+		return
 	case stopped:
 		writeError(w, http.StatusBadRequest, 21610, "Attempt to send to unsubscribed recipient")
 		return

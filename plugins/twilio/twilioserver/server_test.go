@@ -127,6 +127,7 @@ func TestErrors(t *testing.T) {
 	srv := newServer(t)
 	srv.Stop("+15555550110")
 	srv.NotMobile("+15555550111")
+	srv.Unassigned("+15555550112")
 	send := func(sid, token string, p *openapi.CreateMessageParams) error {
 		_, err := api(t, srv, sid, token).CreateMessage(p)
 		return err
@@ -148,6 +149,7 @@ func TestErrors(t *testing.T) {
 		{"body too long", send(accountSID, authToken, msg("+15555550101", strings.Repeat("x", 1601))), 400, 21617},
 		{"bad callback", send(accountSID, authToken, msg("+15555550101", "hi").SetStatusCallback("/relative")), 400, 21609},
 		{"stopped", send(accountSID, authToken, msg("+15555550110", "hi")), 400, 21610},
+		{"unassigned", send(accountSID, authToken, msg("+15555550112", "hi")), 400, 21211},
 		{"landline", send(accountSID, authToken, msg("+15555550111", "hi")), 400, 21614},
 	}
 	for _, tt := range tests {
@@ -169,6 +171,9 @@ func TestErrors(t *testing.T) {
 	}
 	if n := srv.Requests(); n != len(tests) {
 		t.Errorf("Requests() = %d, want %d", n, len(tests))
+	}
+	if n := srv.PeakInFlight(); n != 1 {
+		t.Errorf("PeakInFlight() = %d after sequential requests, want 1", n)
 	}
 }
 
