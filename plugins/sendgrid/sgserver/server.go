@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	mathrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -75,6 +76,10 @@ type Config struct {
 	// MaxBodyBytes is the body size from which requests are answered 413.
 	// Default MaxBodyBytes (30 MB); tests may lower it to stay fast.
 	MaxBodyBytes int64
+	// KeysOnly keeps only the count of each cohort_key and the Stats, not
+	// the messages (Accepted and EventsFor then return nothing): for
+	// benchmarks that send more than memory should hold.
+	KeysOnly bool
 	// Seed seeds the random choices of Fraction faults, so a run can be
 	// repeated. 0 picks a random seed.
 	Seed uint64
@@ -90,22 +95,26 @@ type Server struct {
 	// base_url and sendgrid.GetRequest's host.
 	URL string
 
-	now     func() time.Time
-	maxBody int64
-	http    *http.Server
-	ln      net.Listener
-	served  chan struct{}
-	key     *ecdsa.PrivateKey
-	pubB64  string
+	now      func() time.Time
+	maxBody  int64
+	keysOnly bool
+	http     *http.Server
+	ln       net.Listener
+	served   chan struct{}
+	key      *ecdsa.PrivateKey
+	pubB64   string
 
 	mu       sync.Mutex // guards everything below
 	apiKey   string
 	faults   Faults
 	rng      *mathrand.Rand
-	requests int // Mail Send requests received
+	requests int // Mail Send requests received, never reset
+	acceptN  int // messages accepted, never reset
 	stats    Stats
 	accepted []Mail
-	changed  chan struct{} // closed and replaced when accepted grows
+	naccept  int            // accepted since the start or Reset
+	keys     map[string]int // accepted emails by cohort_key
+	changed  chan struct{}  // closed and replaced when accepted grows
 }
 
 // Stats counts Mail Send requests by how they were answered.
@@ -201,16 +210,18 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("sgserver: listen on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{
-		URL:     "http://" + ln.Addr().String(),
-		now:     cfg.Now,
-		maxBody: cfg.MaxBodyBytes,
-		ln:      ln,
-		served:  make(chan struct{}),
-		key:     key,
-		pubB64:  pub,
-		apiKey:  cfg.APIKey,
-		rng:     mathrand.New(mathrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		changed: make(chan struct{}),
+		URL:      "http://" + ln.Addr().String(),
+		now:      cfg.Now,
+		maxBody:  cfg.MaxBodyBytes,
+		keysOnly: cfg.KeysOnly,
+		keys:     map[string]int{},
+		ln:       ln,
+		served:   make(chan struct{}),
+		key:      key,
+		pubB64:   pub,
+		apiKey:   cfg.APIKey,
+		rng:      mathrand.New(mathrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		changed:  make(chan struct{}),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(SendPath, s.handleSend)
@@ -279,6 +290,8 @@ func (s *Server) Stats() Stats {
 func (s *Server) Reset() {
 	s.mu.Lock()
 	s.accepted = nil
+	s.naccept = 0
+	s.keys = map[string]int{}
 	s.stats = Stats{}
 	s.mu.Unlock()
 }
@@ -408,11 +421,19 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	id := newID()
 	s.mu.Lock()
 	m := req.mail(id, s.now())
-	s.accepted = append(s.accepted, m)
 	s.stats.Accepted++
-	drop := f.Drop.active() && s.picked(f.Drop, s.stats.Accepted)
+	s.naccept++
+	s.acceptN++
+	drop := f.Drop.active() && s.picked(f.Drop, s.acceptN)
 	if drop {
 		s.stats.Dropped++
+		m.Dropped = true
+	}
+	for _, k := range m.Keys() {
+		s.keys[k]++
+	}
+	if !s.keysOnly {
+		s.accepted = append(s.accepted, m)
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -525,13 +546,7 @@ func (s *Server) Accepted() []Mail {
 func (s *Server) CountByKey() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	counts := make(map[string]int)
-	for i := range s.accepted {
-		for _, k := range s.accepted[i].Keys() {
-			counts[k]++
-		}
-	}
-	return counts
+	return maps.Clone(s.keys)
 }
 
 // Duplicates returns the cohort_keys accepted more than once, sorted.
@@ -548,16 +563,16 @@ func (s *Server) Duplicates() []string {
 
 // WaitAccepted waits until at least n messages have been accepted (since
 // the start or the last Reset) or ctx is done, and returns the accepted
-// messages.
+// messages (none with KeysOnly).
 func (s *Server) WaitAccepted(ctx context.Context, n int) ([]Mail, error) {
 	for {
 		s.mu.Lock()
-		if len(s.accepted) >= n {
+		if s.naccept >= n {
 			out := slices.Clone(s.accepted)
 			s.mu.Unlock()
 			return out, nil
 		}
-		ch, have := s.changed, len(s.accepted)
+		ch, have := s.changed, s.naccept
 		s.mu.Unlock()
 		select {
 		case <-ch:

@@ -371,6 +371,22 @@ func TestAcceptThenDrop(t *testing.T) {
 	st := s.Stats()
 	assert.Equal(t, 2, st.Accepted)
 	assert.Equal(t, 1, st.Dropped)
+	got := s.Accepted()
+	require.Len(t, got, 2)
+	assert.False(t, got[0].Dropped)
+	assert.True(t, got[1].Dropped)
+}
+
+func TestKeysOnly(t *testing.T) {
+	s := start(t, sgserver.Config{KeysOnly: true})
+	send(t, s, sgserver.DefaultAPIKey, message("ada@example.com", "a"))
+	send(t, s, sgserver.DefaultAPIKey, message("ada@example.com", "a"))
+	send(t, s, sgserver.DefaultAPIKey, message("grace@example.com", "b"))
+	assert.Empty(t, s.Accepted())
+	assert.Equal(t, map[string]int{"a": 2, "b": 1}, s.CountByKey())
+	assert.Equal(t, []string{"a"}, s.Duplicates())
+	_, err := s.WaitAccepted(t.Context(), 3)
+	assert.NoError(t, err)
 }
 
 func TestLatency(t *testing.T) {

@@ -110,7 +110,7 @@ func (c *Channel) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Ch
 
 	c.log.Info("sendgrid channel configured",
 		"instance", req.Instance, "base_url", cfg.BaseURL, "sandbox", cfg.Sandbox,
-		"parallel", cfg.Parallel, "timeout", cfg.Timeout, "webhook_verification", cfg.webhookKey != nil)
+		"parallel", cfg.Parallel, "timeout", cfg.Timeout.String(), "webhook_verification", cfg.webhookKey != nil)
 	if cfg.webhookKey == nil {
 		c.log.Warn("webhook_public_key is not set: SendGrid Event Webhook posts will be refused with 403; "+
 			"enable Signed Event Webhook in SendGrid and copy its verification key into webhook_public_key",
