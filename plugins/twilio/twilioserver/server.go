@@ -230,7 +230,9 @@ func (s *Server) Unassigned(numbers ...string) {
 }
 
 // InjectFaults queues faults: each following authenticated API request
-// takes the next one, in order, until the queue is empty.
+// takes the next one, in order, until the queue is empty. A FaultDrop taken
+// by a request that fails validation (21211, 21610...) is used up, and the
+// error is answered as usual.
 func (s *Server) InjectFaults(faults ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
