@@ -131,8 +131,9 @@ type Stats struct {
 }
 
 // Faults are injected into Mail Send requests. The zero Faults injects
-// nothing. Checks run in this order: Latency, the API key, RateLimit,
-// Error, the body (413, 400), then Drop for an accepted message.
+// nothing. Checks run in this order: Latency, the announced body size
+// (413), the API key, RateLimit, Error, the body (413, 400), then Drop for
+// an accepted message.
 type Faults struct {
 	// Latency is added before each request is handled (ended early if the
 	// client goes away).
@@ -333,6 +334,15 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeErrors(w, http.StatusMethodNotAllowed, nil, apiError{Message: "method not allowed"})
+		return
+	}
+
+	// SendGrid's nginx refuses an announced oversized body before the API
+	// sees the request, whatever its key.
+	if r.ContentLength >= s.maxBody {
+		_, _ = io.CopyN(io.Discard, r.Body, 2*s.maxBody)
+		s.count(func(st *Stats) { st.TooLarge++ })
+		writeRaw(w, http.StatusRequestEntityTooLarge, "text/html", tooLargeBody)
 		return
 	}
 
