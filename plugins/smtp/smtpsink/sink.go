@@ -129,6 +129,7 @@ type Sink struct {
 	keys     map[string]int
 	messages []Message
 	sessions int // sessions opened
+	live     map[*session]bool
 	closed   bool
 }
 
@@ -139,6 +140,7 @@ func Start(opts Options) (*Sink, error) {
 		done:   make(chan struct{}),
 		served: make(chan struct{}),
 		keys:   map[string]int{},
+		live:   map[*session]bool{},
 	}
 	s.srv = smtp.NewServer(smtp.BackendFunc(s.newSession))
 	s.srv.Domain = "sink.example.com"
@@ -312,11 +314,27 @@ func (s *Sink) sleep(d time.Duration) {
 }
 
 func (s *Sink) newSession(c *smtp.Conn) (smtp.Session, error) {
+	_, isTLS := c.TLSConnectionState()
+	ss := &session{sink: s, conn: c, tls: isTLS}
 	s.mu.Lock()
 	s.sessions++
+	s.live[ss] = true
 	s.mu.Unlock()
-	_, isTLS := c.TLSConnectionState()
-	return &session{sink: s, conn: c, tls: isTLS}, nil
+	return ss, nil
+}
+
+// CloseConnections closes every open connection at once, without a word
+// to the clients, as a relay restarting or timing out idle clients does.
+func (s *Sink) CloseConnections() {
+	s.mu.Lock()
+	live := make([]*session, 0, len(s.live))
+	for ss := range s.live {
+		live = append(live, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range live {
+		_ = ss.conn.Conn().Close()
+	}
 }
 
 // picked reports whether transaction i is among the fraction rate.
@@ -510,7 +528,12 @@ func (ss *session) Reset() {
 	ss.tempFail, ss.drop, ss.reject = false, false, false
 }
 
-func (ss *session) Logout() error { return nil }
+func (ss *session) Logout() error {
+	ss.sink.mu.Lock()
+	delete(ss.sink.live, ss)
+	ss.sink.mu.Unlock()
+	return nil
+}
 
 // WaitArrived waits until at least n messages arrived or ctx is done.
 func (s *Sink) WaitArrived(ctx context.Context, n int) error {

@@ -1,0 +1,333 @@
+// Package smtpchannel is the SMTP channel (kind "email"): it sends each
+// message as one SMTP transaction (MAIL, RCPT, DATA) over a pool of
+// persistent connections to a relay, optionally DKIM-signed.
+//
+// Config keys (see the plugin's main package for an example):
+//
+//	host                relay host name or IP (required)
+//	port                default 587; 465 with tls: tls
+//	tls                 starttls (default) | tls (TLS from the first byte) | none;
+//	                    none only for a loopback host (localhost, 127.0.0.0/8, ::1)
+//	                    or with insecure: true
+//	insecure            allow tls: none to a non-loopback host (a trusted network)
+//	ca_file             PEM CA certificates trusted besides the system roots
+//	username, password  AUTH PLAIN; only over TLS or to a loopback host
+//	                    (insecure does not lift this)
+//	helo                EHLO name (default: the host name if fully qualified,
+//	                    else localhost)
+//	connections         persistent connections (default 4, at most 100)
+//	timeout             per SMTP command and per write (default 30s)
+//	max_per_connection  messages before a connection is renewed (default 100)
+//	dkim:               sign every message (github.com/emersion/go-msgauth/dkim,
+//	                    relaxed/relaxed, SHA-256)
+//	  domain            d= (usually the From domain, for DMARC alignment)
+//	  selector          s=: the key is at <selector>._domainkey.<domain>
+//	  private_key_file  PEM RSA (PKCS #1 or #8) or Ed25519 (PKCS #8) key
+//	  headers           signed fields; default From, To, Subject, Date,
+//	                    Message-ID, Reply-To, List-Unsubscribe,
+//	                    List-Unsubscribe-Post (RFC 8058 needs the last two)
+//
+// Outcomes per message: 250 after DATA is accepted, with the queue id from
+// the reply ("queued as X", "id=X", sendmail's "X Message accepted") or
+// else the Message-ID as provider id; 550/551/553 with a 5.1.x enhanced
+// code on RCPT (no such mailbox) is suppress; any other 5xx is permanent;
+// 4xx is retryable after 30s; a connection that fails before the DATA
+// terminator is sent is retryable; a connection lost or timed out after the
+// terminator left and before its reply is unknown: the relay may have the
+// message. A reused idle connection that turns out closed before MAIL is
+// replaced once, transparently, since nothing was sent on it.
+package smtpchannel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-smtp"
+
+	"github.com/cohortd/cohort/sdk"
+)
+
+// Version is the plugin's version, reported in ChannelInfo.
+const Version = "0.1.0"
+
+const (
+	// maxBatch is the most messages accepted in one Send.
+	maxBatch = 100
+	// retryAfter is the pause asked for after a temporary failure.
+	retryAfter = 30 * time.Second
+)
+
+// state is one Configure's settings and connection pool.
+type state struct {
+	s    *settings
+	pool *pool
+	sign *dkimSigning
+}
+
+// Channel is the SMTP channel. Configure it before Send.
+type Channel struct {
+	now func() time.Time
+
+	mu sync.Mutex
+	st *state
+}
+
+var _ sdk.Channel = (*Channel)(nil)
+
+// New returns an unconfigured SMTP channel.
+func New() *Channel { return &Channel{now: time.Now} }
+
+// Configure checks the config (reading the CA and DKIM key files, with no
+// network call) and replaces the connection pool. A second Configure
+// replaces the first; sends in flight finish on the old pool.
+func (c *Channel) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.ChannelInfo, error) {
+	s, err := parseConfig(req.Config)
+	if err != nil {
+		return sdk.ChannelInfo{}, err
+	}
+	st := &state{s: s, pool: newPool(s)}
+	if d := s.DKIM; d != nil {
+		st.sign = &dkimSigning{opts: dkim.SignOptions{
+			Domain:                 d.Domain,
+			Selector:               d.Selector,
+			Signer:                 s.dkimKey,
+			HeaderKeys:             d.Headers,
+			HeaderCanonicalization: dkim.CanonicalizationRelaxed,
+			BodyCanonicalization:   dkim.CanonicalizationRelaxed,
+		}}
+		if _, err := dkim.NewSigner(&st.sign.opts); err != nil {
+			return sdk.ChannelInfo{}, sdk.Errorf(sdk.InvalidConfig, "dkim", "dkim: %v", err)
+		}
+	}
+	c.mu.Lock()
+	old := c.st
+	c.st = st
+	c.mu.Unlock()
+	if old != nil {
+		old.pool.close()
+	}
+	return sdk.ChannelInfo{Name: "smtp", Version: Version, Kind: "email", MaxBatch: maxBatch}, nil
+}
+
+// Close closes the idle connections.
+func (c *Channel) Close() error {
+	c.mu.Lock()
+	st := c.st
+	c.st = nil
+	c.mu.Unlock()
+	if st != nil {
+		st.pool.close()
+	}
+	return nil
+}
+
+// Send sends each message in its own transaction, up to connections at a
+// time. A message's failure never affects the others. If ctx ends before
+// any message reached the relay, Send returns ctx's error; once one did,
+// the messages not yet started are retryable.
+func (c *Channel) Send(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	c.mu.Lock()
+	st := c.st
+	c.mu.Unlock()
+	if st == nil {
+		return nil, sdk.Errorf(sdk.Internal, "", "smtp channel: Send before Configure")
+	}
+	now := c.now()
+	results := make([]sdk.Result, len(msgs))
+	touched := make([]bool, len(msgs))
+	next := make(chan int, len(msgs))
+	for i := range msgs {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(len(msgs), st.s.Connections) {
+		wg.Go(func() {
+			for i := range next {
+				results[i], touched[i] = st.sendOne(ctx, &msgs[i], now)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		any := false
+		for _, t := range touched {
+			any = any || t
+		}
+		if !any {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+func retryable(key, reason string, after time.Duration) sdk.Result {
+	return sdk.Result{Key: key, Status: sdk.Retryable, Reason: reason, RetryAfter: after}
+}
+
+// sendOne sends one message. touched says whether any of it reached the
+// relay (a MAIL command at least).
+func (st *state) sendOne(ctx context.Context, m *sdk.Message, now time.Time) (sdk.Result, bool) {
+	if err := ctx.Err(); err != nil {
+		return retryable(m.Key, "not sent: "+err.Error(), 0), false
+	}
+	env, err := buildMessage(m, now, st.sign)
+	if err != nil {
+		if me := (*messageError)(nil); errors.As(err, &me) {
+			return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: me.msg}, false
+		}
+		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}, false
+	}
+	for attempt := 0; ; attempt++ {
+		cn, err := st.pool.get(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return retryable(m.Key, "not sent: "+err.Error(), 0), false
+			}
+			return retryable(m.Key, "not sent: "+err.Error(), retryAfter), false
+		}
+		tx := transact(ctx, cn, env)
+		st.pool.put(cn, tx.healthy)
+		if tx.stale && cn.reused && attempt == 0 && ctx.Err() == nil {
+			continue // an idle connection the relay had closed: nothing was sent
+		}
+		tx.result.Key = m.Key
+		return tx.result, tx.touched
+	}
+}
+
+// txResult is the outcome of one transaction.
+type txResult struct {
+	result  sdk.Result
+	healthy bool // the connection can carry another transaction
+	stale   bool // the connection was dead before MAIL got an answer
+	touched bool // a command reached the relay
+}
+
+// transact runs MAIL, RCPT and DATA on cn. ctx closes the connection.
+func transact(ctx context.Context, cn *conn, env *envelope) txResult {
+	stop := context.AfterFunc(ctx, func() { _ = cn.raw.Conn.Close() })
+	tx := transactOn(cn, env)
+	if !stop() {
+		tx.healthy = false
+	}
+	if ctx.Err() != nil && tx.result.Status == sdk.Retryable {
+		tx.result.RetryAfter = 0
+		tx.result.Reason += " (" + ctx.Err().Error() + ")"
+	}
+	return tx
+}
+
+func transactOn(cn *conn, env *envelope) txResult {
+	c := cn.c
+	cn.sent++
+	if env.utf8 {
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
+				Reason: fmt.Sprintf("address <%s> or <%s> is not ASCII and the relay does not offer SMTPUTF8", env.from, env.to)}}
+		}
+	}
+	if err := c.Mail(env.from, &smtp.MailOptions{UTF8: env.utf8}); err != nil {
+		tx := failed("MAIL FROM <"+env.from+">", err, false)
+		var se *smtp.SMTPError
+		tx.stale = !errors.As(err, &se) || se.Code == 421
+		return tx
+	}
+	if err := c.Rcpt(env.to, nil); err != nil {
+		tx := failed("RCPT TO <"+env.to+">", err, true)
+		return reset(c, tx)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return reset(c, failed("DATA", err, false))
+	}
+	if _, err := w.Write(env.data); err != nil {
+		return txResult{touched: true, result: retryable("", "connection failed while sending the message: "+err.Error(), retryAfter)}
+	}
+	cn.raw.writeErr = nil
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		var se *smtp.SMTPError
+		switch {
+		case errors.As(err, &se):
+			return failed("end of DATA", err, false)
+		case cn.raw.writeErr != nil:
+			// The terminator did not leave: the relay cannot have taken it.
+			return txResult{touched: true, result: retryable("", "connection failed before the end of the message was sent: "+err.Error(), retryAfter)}
+		default:
+			return txResult{touched: true, result: sdk.Result{Status: sdk.OutcomeUnknown,
+				Reason: "no reply after the message was sent (the relay may have it): " + err.Error()}}
+		}
+	}
+	id := queueID(resp.StatusText)
+	if id == "" {
+		id = env.messageID
+	}
+	return txResult{healthy: true, touched: true, result: sdk.Result{Status: sdk.Accepted, ProviderID: id}}
+}
+
+// reset aborts an open transaction with RSET; a connection that cannot
+// is not reused.
+func reset(c *smtp.Client, tx txResult) txResult {
+	if tx.healthy {
+		if err := c.Reset(); err != nil {
+			tx.healthy = false
+		}
+	}
+	return tx
+}
+
+// failed classifies the error of an SMTP command. rcpt says it answered
+// RCPT, where 5.1.x means the mailbox does not exist.
+func failed(cmd string, err error, rcpt bool) txResult {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return txResult{touched: true, result: retryable("", cmd+": connection failed: "+err.Error(), retryAfter)}
+	}
+	reply := formatReply(se)
+	code := fmt.Sprint(se.Code)
+	tx := txResult{touched: true, healthy: se.Code != 421}
+	switch {
+	case se.Code >= 400 && se.Code < 500:
+		tx.result = sdk.Result{Status: sdk.Retryable, Reason: cmd + ": " + reply, RetryAfter: retryAfter, Code: code}
+	case rcpt && (se.Code == 550 || se.Code == 551 || se.Code == 553) && se.EnhancedCode[0] == 5 && se.EnhancedCode[1] == 1:
+		tx.result = sdk.Result{Status: sdk.Suppress, Reason: cmd + ": mailbox does not exist: " + reply, Code: code}
+	default:
+		tx.result = sdk.Result{Status: sdk.Permanent, Reason: cmd + ": " + reply, Code: code}
+	}
+	return tx
+}
+
+func formatReply(se *smtp.SMTPError) string {
+	if se.EnhancedCode[0] > 0 {
+		return fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+	}
+	return fmt.Sprintf("%d %s", se.Code, se.Message)
+}
+
+var queueIDPatterns = []*regexp.Regexp{
+	regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9][A-Za-z0-9._-]*)`),             // Postfix
+	regexp.MustCompile(`(?i)\bid=([A-Za-z0-9][A-Za-z0-9._-]*)`),                    // Exim
+	regexp.MustCompile(`^(?:\d\.\d{1,3}\.\d{1,3} )?([A-Za-z0-9]+) Message accepted`), // sendmail
+}
+
+// queueID finds the relay's queue id in the text of a 250 reply.
+func queueID(text string) string {
+	for _, re := range queueIDPatterns {
+		if m := re.FindStringSubmatch(text); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}

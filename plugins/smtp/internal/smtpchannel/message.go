@@ -1,0 +1,279 @@
+package smtpchannel
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net/mail"
+	"net/textproto"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/cohortd/cohort/sdk"
+)
+
+// maxLine is RFC 5322's hard limit on a line, without CRLF.
+const maxLine = 998
+
+// foldAt is where header lines are folded when they have white space.
+const foldAt = 78
+
+// reserved are the header fields the channel writes itself; a message may
+// not set them through Message.Headers.
+var reserved = map[string]bool{
+	"From": true, "To": true, "Cc": true, "Bcc": true, "Reply-To": true, "Sender": true,
+	"Subject": true, "Date": true, "Message-Id": true, "Mime-Version": true,
+	"Content-Type": true, "Content-Transfer-Encoding": true, "X-Cohort-Key": true,
+	"Dkim-Signature": true, "Return-Path": true,
+}
+
+// envelope is a message ready to send.
+type envelope struct {
+	from, to  string // envelope addresses (MAIL FROM, RCPT TO)
+	utf8      bool   // an envelope address needs SMTPUTF8
+	messageID string // with angle brackets
+	data      []byte // the message, CRLF line ends, not dot-stuffed
+}
+
+// messageError is a problem of the message itself: it can never be sent.
+type messageError struct{ msg string }
+
+func (e *messageError) Error() string { return e.msg }
+
+func badMessage(format string, args ...any) error {
+	return &messageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// dkimSigning is what signs a message; nil signs nothing.
+type dkimSigning struct {
+	opts dkim.SignOptions
+}
+
+// buildMessage turns m into an RFC 5322 message.
+func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, error) {
+	from, err := parseAddress("From", m.From)
+	if err != nil {
+		return nil, err
+	}
+	to, err := parseAddress("To", m.To)
+	if err != nil {
+		return nil, err
+	}
+	var replyTo *mail.Address
+	if m.ReplyTo != "" {
+		if replyTo, err = parseAddress("Reply-To", m.ReplyTo); err != nil {
+			return nil, err
+		}
+	}
+	if strings.ContainsAny(m.Key, "\r\n") || m.Key == "" {
+		return nil, badMessage("message key %q is empty or has a line break", m.Key)
+	}
+	_, domain, _ := strings.Cut(from.Address, "@")
+	sum := sha256.Sum256([]byte("cohort message-id\x00" + m.Key))
+	env := &envelope{
+		from:      from.Address,
+		to:        to.Address,
+		utf8:      !isASCII(from.Address) || !isASCII(to.Address),
+		messageID: "<" + hex.EncodeToString(sum[:16]) + "@" + domain + ">",
+	}
+
+	var buf bytes.Buffer
+	buf.Grow(len(m.Text) + len(m.HTML) + 1024)
+	h := headerWriter{b: &buf}
+	h.add("From", from.String())
+	h.add("To", to.String())
+	if replyTo != nil {
+		h.add("Reply-To", replyTo.String())
+	}
+	h.add("Subject", encodeText(m.Subject))
+	h.add("Date", now.Format(time.RFC1123Z))
+	h.add("Message-ID", env.messageID)
+	h.add("X-Cohort-Key", encodeText(m.Key))
+	h.add("MIME-Version", "1.0")
+	for _, hd := range m.Headers {
+		name := textproto.CanonicalMIMEHeaderKey(hd.Name)
+		if !validFieldName(hd.Name) {
+			return nil, badMessage("header name %q is not a valid field name", hd.Name)
+		}
+		if reserved[name] {
+			return nil, badMessage("header %q is written by the smtp channel: set it through the message's fields, not Headers", hd.Name)
+		}
+		for _, v := range hd.Values {
+			if strings.ContainsAny(v, "\r\n") {
+				return nil, badMessage("header %q has a line break in its value", hd.Name)
+			}
+			h.add(hd.Name, encodeText(v))
+		}
+	}
+	if h.err != nil {
+		return nil, h.err
+	}
+
+	var body bytes.Buffer
+	body.Grow(len(m.Text) + len(m.HTML) + 512)
+	switch {
+	case m.Text != "" && m.HTML != "":
+		mw := multipart.NewWriter(&body)
+		for _, part := range []struct{ typ, text string }{{"text/plain", m.Text}, {"text/html", m.HTML}} {
+			pw, err := mw.CreatePart(textproto.MIMEHeader{
+				"Content-Type":              {part.typ + "; charset=utf-8"},
+				"Content-Transfer-Encoding": {"quoted-printable"},
+			})
+			if err != nil {
+				return nil, fmt.Errorf("message %q: %w", m.Key, err)
+			}
+			if err := writeQP(pw, part.text); err != nil {
+				return nil, fmt.Errorf("message %q: %w", m.Key, err)
+			}
+		}
+		if err := mw.Close(); err != nil {
+			return nil, fmt.Errorf("message %q: %w", m.Key, err)
+		}
+		body.WriteString("\r\n")
+		h.add("Content-Type", mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": mw.Boundary()}))
+	default:
+		typ, text := "text/plain", m.Text
+		if m.HTML != "" {
+			typ, text = "text/html", m.HTML
+		}
+		if err := writeQP(&body, text); err != nil {
+			return nil, fmt.Errorf("message %q: %w", m.Key, err)
+		}
+		h.add("Content-Type", typ+"; charset=utf-8")
+		h.add("Content-Transfer-Encoding", "quoted-printable")
+	}
+	buf.WriteString("\r\n")
+	buf.Write(body.Bytes())
+	env.data = buf.Bytes()
+
+	if sign != nil {
+		signer, err := dkim.NewSigner(&sign.opts)
+		if err != nil {
+			return nil, fmt.Errorf("dkim: %w", err)
+		}
+		if _, err := signer.Write(env.data); err != nil {
+			_ = signer.Close()
+			return nil, fmt.Errorf("dkim: sign message %q: %w", m.Key, err)
+		}
+		if err := signer.Close(); err != nil {
+			return nil, fmt.Errorf("dkim: sign message %q: %w", m.Key, err)
+		}
+		sig := signer.Signature()
+		signed := make([]byte, 0, len(sig)+len(env.data))
+		env.data = append(append(signed, sig...), env.data...)
+	}
+	return env, nil
+}
+
+func writeQP(w io.Writer, body string) error {
+	qp := quotedprintable.NewWriter(w)
+	if _, err := io.WriteString(qp, body); err != nil {
+		return err
+	}
+	if err := qp.Close(); err != nil {
+		return err
+	}
+	// End the part on a line break so the boundary or the end follows one.
+	if body != "" && !strings.HasSuffix(body, "\n") {
+		_, err := io.WriteString(w, "\r\n")
+		return err
+	}
+	return nil
+}
+
+func parseAddress(field, s string) (*mail.Address, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, badMessage("the message has no %s address", field)
+	}
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, badMessage("%s address %q has a line break", field, s)
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return nil, badMessage("%s address %q: %v", field, s, err)
+	}
+	if !strings.Contains(a.Address, "@") {
+		return nil, badMessage("%s address %q has no domain", field, s)
+	}
+	return a, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeText returns s as it may appear in an unstructured header: RFC
+// 2047 encoded-words when it has non-ASCII or control characters, or could
+// be taken for an encoded word.
+func encodeText(s string) string {
+	needs := strings.Contains(s, "=?")
+	for i := 0; i < len(s) && !needs; i++ {
+		c := s[i]
+		needs = c >= utf8.RuneSelf || (c < ' ' && c != '\t') || c == 0x7f
+	}
+	if !needs {
+		return s
+	}
+	return mime.QEncoding.Encode("utf-8", s)
+}
+
+func validFieldName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// headerWriter writes header fields, folding long ones at white space.
+type headerWriter struct {
+	b   *bytes.Buffer
+	err error
+}
+
+func (h *headerWriter) add(name, value string) {
+	line := name + ": " + value
+	if len(line) <= foldAt {
+		h.b.WriteString(line)
+		h.b.WriteString("\r\n")
+		return
+	}
+	words := strings.Split(value, " ")
+	cur := name + ":"
+	for _, w := range words {
+		if w == "" {
+			continue
+		}
+		if len(cur)+1+len(w) > foldAt && strings.TrimSpace(cur) != name+":" {
+			if len(cur) > maxLine && h.err == nil {
+				h.err = badMessage("header %q has a line longer than %d characters", name, maxLine)
+			}
+			h.b.WriteString(cur)
+			h.b.WriteString("\r\n")
+			cur = ""
+		}
+		cur += " " + w
+	}
+	if len(cur) > maxLine && h.err == nil {
+		h.err = badMessage("header %q has a line longer than %d characters", name, maxLine)
+	}
+	h.b.WriteString(cur)
+	h.b.WriteString("\r\n")
+}
