@@ -317,8 +317,8 @@ func formatReply(se *smtp.SMTPError) string {
 }
 
 var queueIDPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9][A-Za-z0-9._-]*)`),             // Postfix
-	regexp.MustCompile(`(?i)\bid=([A-Za-z0-9][A-Za-z0-9._-]*)`),                    // Exim
+	regexp.MustCompile(`(?i)\bqueued as ([A-Za-z0-9][A-Za-z0-9._-]*)`),               // Postfix
+	regexp.MustCompile(`(?i)\bid=([A-Za-z0-9][A-Za-z0-9._-]*)`),                      // Exim
 	regexp.MustCompile(`^(?:\d\.\d{1,3}\.\d{1,3} )?([A-Za-z0-9]+) Message accepted`), // sendmail
 }
 

@@ -302,11 +302,11 @@ func TestStartTLSNotOffered(t *testing.T) {
 
 func TestQueueID(t *testing.T) {
 	for text, want := range map[string]string{
-		"2.0.0 Ok: queued as 4F2C81A0B3":                 "4F2C81A0B3",
-		"OK id=1tXyZa-000Abc-3q":                         "1tXyZa-000Abc-3q",
+		"2.0.0 Ok: queued as 4F2C81A0B3":                   "4F2C81A0B3",
+		"OK id=1tXyZa-000Abc-3q":                           "1tXyZa-000Abc-3q",
 		"2.0.0 x8ABCD123456 Message accepted for delivery": "x8ABCD123456",
-		"2.0.0 OK: queued":                               "",
-		"Ok":                                             "",
+		"2.0.0 OK: queued":                                 "",
+		"Ok":                                               "",
 	} {
 		if got := queueID(text); got != want {
 			t.Errorf("queueID(%q) = %q, want %q", text, got, want)
