@@ -64,6 +64,9 @@ const MaxBatch = 100
 type Channel struct {
 	log *slog.Logger
 	now func() time.Time
+	// wrote, if set, is called when a message's request has been written
+	// in full (tests wait on it).
+	wrote func(key string)
 
 	mu sync.RWMutex
 	st *state // nil until configured

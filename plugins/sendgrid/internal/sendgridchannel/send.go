@@ -154,6 +154,9 @@ func (c *Channel) attempt(ctx context.Context, st *state, m *sdk.Message, opts B
 		WroteRequest: func(info httptrace.WroteRequestInfo) {
 			if info.Err == nil {
 				wrote.Store(true)
+				if c.wrote != nil {
+					c.wrote(m.Key)
+				}
 			}
 		},
 	}
