@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohortd/cohort/plugins/webhook/webhooksig"
+	"github.com/cohortd/cohort/sdk"
 	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
@@ -53,6 +55,50 @@ func TestBinaryConformance(t *testing.T) {
 	for _, k := range []string{"conformance-2", "conformance-3", "concurrent-0-1", "concurrent-3-1"} {
 		if keys[k] != 1 {
 			t.Errorf("%s arrived %d times, want once", k, keys[k])
+		}
+	}
+}
+
+// TestBinaryOutcomes checks that outcomes and retry hints cross the process
+// boundary intact.
+func TestBinaryOutcomes(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("Idempotency-Key") {
+		case "gone":
+			w.WriteHeader(http.StatusGone)
+		case "later":
+			w.Header().Set("Retry-After", "42")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "lost":
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+		default:
+			w.Write([]byte(`{"id":"evt-1"}`))
+		}
+	}))
+	defer srv.Close()
+	ch := sdktest.LaunchChannel(t, sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/webhook"))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := ch.Configure(ctx, sdk.ConfigureRequest{Config: []byte("url: " + srv.URL + "\nsecret: test-secret-0123456789\n")}); err != nil {
+		t.Fatal(err)
+	}
+	results, err := ch.Send(ctx, []sdk.Message{{Key: "ok"}, {Key: "gone"}, {Key: "later"}, {Key: "lost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]sdk.Result{
+		"ok":    {Key: "ok", Status: sdk.Accepted, ProviderID: "evt-1", Code: "200"},
+		"gone":  {Key: "gone", Status: sdk.Suppress, Code: "410"},
+		"later": {Key: "later", Status: sdk.Retryable, RetryAfter: 42 * time.Second, Code: "429"},
+		"lost":  {Key: "lost", Status: sdk.OutcomeUnknown},
+	}
+	for _, r := range results {
+		w := want[r.Key]
+		r.Reason = ""
+		if r != w {
+			t.Errorf("%s: %+v, want %+v", r.Key, r, w)
 		}
 	}
 }

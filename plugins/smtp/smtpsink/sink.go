@@ -384,6 +384,8 @@ var (
 	errTemp451   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "local error in processing, try again later"}
 	errRefused   = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "message refused"}
 	errDropped   = errors.New("connection dropped by the sink's fault")
+	// errAuthRequired is RFC 4954's reply, as Postfix gives it.
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 )
 
 func (ss *session) AuthMechanisms() []string {
@@ -417,7 +419,7 @@ func (ss *session) faults() Faults {
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.sink.opts.Username != "" && ss.user == "" {
-		return smtp.ErrAuthRequired
+		return errAuthRequired
 	}
 	s := ss.sink
 	s.mu.Lock()

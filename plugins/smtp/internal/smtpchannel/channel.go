@@ -31,7 +31,8 @@
 // the reply ("queued as X", "id=X", sendmail's "X Message accepted") or
 // else the Message-ID as provider id; 550/551/553 with a 5.1.x enhanced
 // code on RCPT (no such mailbox) is suppress; any other 5xx is permanent;
-// 4xx is retryable after 30s; a connection that fails before the DATA
+// 4xx is retryable after 30s, and so is 530 (the relay wants AUTH: a
+// config problem, not the message's); a connection that fails before the DATA
 // terminator is sent is retryable; a connection lost or timed out after the
 // terminator left and before its reply is unknown: the relay may have the
 // message. A reused idle connection that turns out closed before MAIL is
@@ -109,7 +110,7 @@ func (c *Channel) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Ch
 	c.st = st
 	c.mu.Unlock()
 	if old != nil {
-		old.pool.close()
+		go old.pool.close() // QUIT may take up to the timeout per connection
 	}
 	return sdk.ChannelInfo{Name: "smtp", Version: Version, Kind: "email", MaxBatch: maxBatch}, nil
 }
@@ -299,6 +300,9 @@ func failed(cmd string, err error, rcpt bool) txResult {
 	code := fmt.Sprint(se.Code)
 	tx := txResult{touched: true, healthy: se.Code != 421}
 	switch {
+	case se.Code == 530:
+		// The relay wants AUTH: a config problem, not the message's.
+		tx.result = sdk.Result{Status: sdk.Retryable, Reason: cmd + ": " + reply + ": the relay requires authentication; set username and password", RetryAfter: retryAfter, Code: code}
 	case se.Code >= 400 && se.Code < 500:
 		tx.result = sdk.Result{Status: sdk.Retryable, Reason: cmd + ": " + reply, RetryAfter: retryAfter, Code: code}
 	case rcpt && (se.Code == 550 || se.Code == 551 || se.Code == 553) && se.EnhancedCode[0] == 5 && se.EnhancedCode[1] == 1:

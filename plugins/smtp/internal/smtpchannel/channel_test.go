@@ -273,6 +273,15 @@ func TestStartTLSAndAuth(t *testing.T) {
 	}
 }
 
+func TestAuthRequiredIsRetryable(t *testing.T) {
+	sink := startSink(t, smtpsink.Options{Username: "cohort", Password: "pw-for-tests"})
+	c := configure(t, sinkConfig(sink, ""))
+	r := send(t, c, message("noauth", "a@example.com"))["noauth"]
+	if r.Status != sdk.Retryable || r.Code != "530" || !strings.Contains(r.Reason, "set username and password") {
+		t.Errorf("%s, want retryable 530 asking for credentials", resultString(r))
+	}
+}
+
 func TestImplicitTLS(t *testing.T) {
 	sink := startSink(t, smtpsink.Options{Record: true, ImplicitTLS: true})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
