@@ -43,6 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"sync"
 	"time"
@@ -241,8 +242,11 @@ func transactOn(cn *conn, env *envelope) txResult {
 	}
 	if err := c.Mail(env.from, &smtp.MailOptions{UTF8: env.utf8}); err != nil {
 		tx := failed("MAIL FROM <"+env.from+">", err, false)
+		// A connection the relay closed while it sat idle fails at once (EOF,
+		// reset) or answers 421; a timeout is not staleness.
 		var se *smtp.SMTPError
-		tx.stale = !errors.As(err, &se) || se.Code == 421
+		var ne net.Error
+		tx.stale = errors.As(err, &se) && se.Code == 421 || !errors.As(err, &se) && !(errors.As(err, &ne) && ne.Timeout())
 		return tx
 	}
 	if err := c.Rcpt(env.to, nil); err != nil {

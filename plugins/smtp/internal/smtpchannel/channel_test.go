@@ -154,6 +154,9 @@ func TestTimeoutBeforeDataIsRetryable(t *testing.T) {
 	if r.Status != sdk.Retryable || !strings.Contains(r.Reason, "MAIL FROM") {
 		t.Errorf("MAIL timed out: %s, want retryable", resultString(r))
 	}
+	if n := sink.Sessions(); n != 1 {
+		t.Errorf("%d sessions, want 1: a timeout is not a stale connection to replace and retry", n)
+	}
 }
 
 func TestConnectionRefusedIsRetryable(t *testing.T) {
