@@ -436,3 +436,21 @@ func TestBodyLimit(t *testing.T) {
 
 func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
 func encode(b []byte) string             { return base64.RawURLEncoding.EncodeToString(b) }
+
+// FuzzVerify: no input makes Verify panic, and only tokens the signer
+// made verify.
+func FuzzVerify(f *testing.F) {
+	s, err := NewSigner(testKey, 0)
+	require.NoError(f, err)
+	good := s.Token(claims())
+	f.Add(good)
+	f.Add("")
+	f.Add(good[:len(good)-4])
+	f.Add("AQ" + strings.Repeat("A", 60))
+	f.Fuzz(func(t *testing.T, token string) {
+		c, err := s.Verify(token, t0)
+		if err == nil && s.Token(c) != token {
+			t.Fatalf("token %q verified but is not the signer's token for %+v", token, c)
+		}
+	})
+}
