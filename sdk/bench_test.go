@@ -1,6 +1,7 @@
 package sdk_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -16,7 +17,8 @@ const benchCustomers = 1_000_000
 // 1000) from a source plugin process (the built binary, AutoMTLS on, as the
 // daemon launches it) — the subject — beside the same source served in this
 // process over plugin.TestPluginGRPCConn — the baseline — in the same run.
-// `make bench` prints them side by side with the target (issue 3).
+// Both are read with sdk.PullFlat, in the flat form the daemon's ingest
+// consumes. `make bench` prints them side by side with the target (issue 3).
 func BenchmarkPullStream(b *testing.B) {
 	b.Run("subject", func(b *testing.B) {
 		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
@@ -25,27 +27,52 @@ func BenchmarkPullStream(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) {
 		benchPull(b, sdktest.ConnectSource(b, &synth.Source{}))
 	})
-	// The cost of making the data without gRPC, for reference.
+	// The cost of making the data without gRPC (flattened in process), for
+	// reference.
 	b.Run("direct", func(b *testing.B) {
 		benchPull(b, &synth.Source{})
 	})
+	// The plugin process read in map form (sdk.Source's Pull), as the daemon
+	// read it before the flat form, for reference.
+	b.Run("maps", func(b *testing.B) {
+		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
+		src := sdktest.LaunchSource(b, bin)
+		benchPullWith(b, src, func(ctx context.Context) (n, traits int, err error) {
+			err = src.Pull(ctx, "", func(batch *sdk.Batch) error {
+				n += len(batch.Customers)
+				for i := range batch.Customers {
+					traits += len(batch.Customers[i].Traits)
+				}
+				return nil
+			})
+			return n, traits, err
+		})
+	})
 }
 
+// benchPull pulls in flat form with sdk.PullFlat.
 func benchPull(b *testing.B, src sdk.Source) {
+	benchPullWith(b, src, func(ctx context.Context) (n, traits int, err error) {
+		err = sdk.PullFlat(ctx, src, "", func(batch *sdk.FlatBatch) error {
+			n += len(batch.Customers)
+			for i := range batch.Customers {
+				traits += len(batch.CustomerTraits(i))
+			}
+			return nil
+		})
+		return n, traits, err
+	})
+}
+
+// benchPullWith configures src and times pull, which counts what it pulled.
+func benchPullWith(b *testing.B, src sdk.Source, pull func(context.Context) (n, traits int, err error)) {
 	config := fmt.Appendf(nil, "customers: %d\nbatch_size: 1000\n", benchCustomers)
 	if _, err := src.Configure(b.Context(), sdk.ConfigureRequest{Instance: "bench", Config: config}); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		n, traits := 0, 0
-		err := src.Pull(b.Context(), "", func(batch *sdk.Batch) error {
-			n += len(batch.Customers)
-			for i := range batch.Customers {
-				traits += len(batch.Customers[i].Traits)
-			}
-			return nil
-		})
+		n, traits, err := pull(b.Context())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -299,10 +299,12 @@ func (t *nameTable) name(b []byte) string {
 
 var errMalformed = errors.New("malformed message")
 
+var errNotUTF8 = errors.New("string field is not valid UTF-8")
+
 // wireString converts a string field, which proto3 requires to be UTF-8.
 func wireString(b []byte) (string, error) {
 	if !utf8.Valid(b) {
-		return "", errors.New("string field is not valid UTF-8")
+		return "", errNotUTF8
 	}
 	return string(b), nil
 }
@@ -387,8 +389,66 @@ func countFields(b []byte, num protowire.Number) (int, error) {
 	return n, nil
 }
 
-// decodeBatch decodes the wire encoding of a cohort.plugin.v1.Batch.
-func decodeBatch(data []byte, names *nameTable) (*Batch, error) {
+// flatDecoder decodes the batches of one Pull stream from the wire into
+// one FlatBatch, reused from batch to batch, with the stream's trait names
+// interned once.
+type flatDecoder struct {
+	names flatNames
+	cache nameCache
+	// props shares event property names, which are not interned in names:
+	// a live stream may see new property names without end.
+	props nameTable
+	batch FlatBatch
+	// buf holds a message that arrived in several buffers.
+	buf []byte
+	// strs and fixes gather a customer's strings, which then share one
+	// allocation: fixes[i] is the string strs[lo:hi] of trait (or id, at
+	// trait -1).
+	strs  []byte
+	fixes []strFix
+}
+
+type strFix struct{ trait, lo, hi int }
+
+// nameCache remembers where recently seen names are in a stream's
+// flatNames, keyed by a cheap hash of their bytes, so most lookups compare
+// one string instead of hashing it for the map.
+type nameCache [256]int32 // index + 1; 0 = empty
+
+func nameSlot(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return byte(len(b)*7) ^ b[0] ^ b[len(b)-1]<<2 ^ b[len(b)/2]<<4
+}
+
+// name returns the index of name b, adding it when new.
+func (d *flatDecoder) name(b []byte) (int, error) {
+	slot := nameSlot(b)
+	if i := d.cache[slot]; i > 0 && d.names.names[i-1] == string(b) {
+		return int(i - 1), nil
+	}
+	n, err := d.names.lookup(b)
+	if err == nil {
+		d.cache[slot] = int32(n + 1)
+	}
+	return n, err
+}
+
+// decodeBatch decodes the wire encoding of a cohort.plugin.v1.Batch in map
+// form.
+func decodeBatch(data []byte, d *flatDecoder) (*Batch, error) {
+	fb, err := d.decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return fb.Batch(), nil
+}
+
+// decode decodes the wire encoding of a cohort.plugin.v1.Batch into d's
+// FlatBatch. Slices other than Customers and Traits are allocated afresh,
+// so FlatBatch.Batch may share them.
+func (d *flatDecoder) decode(data []byte) (*FlatBatch, error) {
 	var counts [fBatchProblems + 1]int
 	scan := fieldReader{b: data}
 	for scan.next() {
@@ -399,10 +459,8 @@ func decodeBatch(data []byte, names *nameTable) (*Batch, error) {
 	if scan.err != nil {
 		return nil, fmt.Errorf("batch: %w", scan.err)
 	}
-	b := &Batch{}
-	if n := counts[fBatchCustomers]; n > 0 {
-		b.Customers = make([]Customer, 0, n)
-	}
+	b := &d.batch
+	*b = FlatBatch{Customers: growCap(b.Customers[:0], counts[fBatchCustomers]), Traits: b.Traits[:0]}
 	if n := counts[fBatchDeletes]; n > 0 {
 		b.Deletes = make([]string, 0, n)
 	}
@@ -420,16 +478,14 @@ func decodeBatch(data []byte, names *nameTable) (*Batch, error) {
 		var err error
 		switch {
 		case r.is(fBatchCustomers, protowire.BytesType):
-			var c Customer
-			c, err = decodeCustomer(r.bytes, names)
-			b.Customers = append(b.Customers, c)
+			err = d.customer(r.bytes)
 		case r.is(fBatchDeletes, protowire.BytesType):
 			var id string
 			id, err = wireString(r.bytes)
 			b.Deletes = append(b.Deletes, id)
 		case r.is(fBatchEvents, protowire.BytesType):
 			var e Event
-			e, err = decodeEvent(r.bytes, names)
+			e, err = decodeEvent(r.bytes, &d.props)
 			b.Events = append(b.Events, e)
 		case r.is(fBatchConsents, protowire.BytesType):
 			var c ConsentChange
@@ -451,31 +507,133 @@ func decodeBatch(data []byte, names *nameTable) (*Batch, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("batch: %w", r.err)
 	}
+	b.Names = d.names.names
 	return b, nil
 }
 
-func decodeCustomer(data []byte, names *nameTable) (Customer, error) {
-	var c Customer
-	n, err := countFields(data, fCustomerTraits)
-	if err != nil {
-		return c, err
-	}
-	if n > 0 {
-		c.Traits = make(map[string]Value, n)
-	}
+// customer decodes one Customer message and appends it to the batch. The
+// customer's id and string values are copied into one string: one
+// allocation per customer, and a kept value keeps only its own customer's
+// strings alive.
+func (d *flatDecoder) customer(data []byte) error {
+	b := &d.batch
+	d.names.nextCustomer()
+	d.strs, d.fixes = d.strs[:0], d.fixes[:0]
+	start := len(b.Traits)
+	var id []byte // for error messages
+	var err error
 	r := fieldReader{b: data}
 	for r.next() {
 		switch {
 		case r.is(fCustomerID, protowire.BytesType):
-			c.ID, err = wireString(r.bytes)
+			if !utf8.Valid(r.bytes) {
+				err = errNotUTF8
+				break
+			}
+			id = r.bytes
+			d.addString(-1, r.bytes)
 		case r.is(fCustomerTraits, protowire.BytesType):
-			err = decodeEntry(r.bytes, names, c.Traits)
+			err = d.trait(r.bytes)
 		}
 		if err != nil {
-			return c, fmt.Errorf("customer %q: %w", c.ID, err)
+			return fmt.Errorf("customer %q: %w", id, err)
 		}
 	}
-	return c, r.err
+	if r.err != nil {
+		return r.err
+	}
+	c := FlatCustomer{Start: start, End: len(b.Traits)}
+	all := string(d.strs)
+	// In order, so that of a trait or id sent twice the last wins.
+	for _, f := range d.fixes {
+		s := all[f.lo:f.hi]
+		if f.trait < 0 {
+			c.ID = s
+		} else if v := &b.Traits[f.trait].Value; v.Type == TypeString {
+			v.Str = s
+		}
+	}
+	b.Customers = append(b.Customers, c)
+	return nil
+}
+
+// addString queues s as the string of trait i (-1: the id) of the current
+// customer.
+func (d *flatDecoder) addString(i int, s []byte) {
+	lo := len(d.strs)
+	d.strs = append(d.strs, s...)
+	d.fixes = append(d.fixes, strFix{trait: i, lo: lo, hi: len(d.strs)})
+}
+
+// trait decodes one map<string, Value> entry of a customer's traits.
+func (d *flatDecoder) trait(data []byte) error {
+	// Fast path: a key and a value of under 128 bytes each, in that order,
+	// the key a name seen before (so known to be UTF-8).
+	if len(data) >= 4 && data[0] == tagEntryKey && data[1] < 0x80 {
+		kl := int(data[1])
+		if 4+kl <= len(data) && data[2+kl] == tagEntryValue && data[3+kl] < 0x80 && 4+kl+int(data[3+kl]) == len(data) {
+			key := data[2 : 2+kl]
+			if i := d.cache[nameSlot(key)]; i > 0 && d.names.names[i-1] == string(key) {
+				return d.traitValue(int(i-1), data[4+kl:])
+			}
+		}
+	}
+	key, val, err := splitEntry(data)
+	if err != nil {
+		return err
+	}
+	n, err := d.name(key)
+	if err != nil {
+		return err
+	}
+	return d.traitValue(n, val)
+}
+
+// traitValue decodes the value of trait name n of the current customer.
+func (d *flatDecoder) traitValue(n int, val []byte) error {
+	i := d.names.slot(&d.batch, n)
+	v := &d.batch.Traits[i].Value
+	str, err := decodeValueInto(v, val)
+	if err != nil {
+		return fmt.Errorf("%q: %w", d.names.names[n], err)
+	}
+	if v.Type == TypeString {
+		d.addString(i, str)
+	}
+	return nil
+}
+
+// splitEntry returns the key (checked to be UTF-8) and the value message of
+// a map entry; a missing key is "" and a missing value the empty message.
+func splitEntry(data []byte) (key, val []byte, err error) {
+	// Fast path: the key, then the value, as encoders write them.
+	if len(data) > 2 && data[0] == tagEntryKey {
+		if kl, n := protowire.ConsumeBytes(data[1:]); n > 0 && 1+n < len(data) && data[1+n] == tagEntryValue {
+			if vb, n2 := protowire.ConsumeBytes(data[2+n:]); n2 > 0 && 2+n+n2 == len(data) && utf8.Valid(kl) {
+				return kl, vb, nil
+			}
+		}
+	}
+	// Otherwise, as protobuf reads it: each occurrence checked, the last wins.
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fEntryKey, protowire.BytesType):
+			if !utf8.Valid(r.bytes) {
+				return nil, nil, errors.New("map key is not valid UTF-8")
+			}
+			key = r.bytes
+		case r.is(fEntryValue, protowire.BytesType):
+			if _, err := decodeValue(r.bytes); err != nil {
+				return nil, nil, err
+			}
+			val = r.bytes
+		}
+	}
+	if r.err != nil {
+		return nil, nil, r.err
+	}
+	return key, val, nil
 }
 
 // Tags of the fields the fast paths expect, as single bytes.
@@ -486,97 +644,93 @@ const (
 	tagValueNumber = fValueNumber<<3 | byte(protowire.Fixed64Type)
 	tagValueBool   = fValueBool<<3 | byte(protowire.VarintType)
 	tagValueTime   = fValueTime<<3 | byte(protowire.VarintType)
+	tagValueList   = fValueList<<3 | byte(protowire.BytesType)
+
+	tagStringListValues = fStringListValues<<3 | byte(protowire.BytesType)
 )
 
 // decodeEntry decodes one map<string, Value> entry into m.
 func decodeEntry(data []byte, names *nameTable, m map[string]Value) error {
-	// Fast path: the key, then the value, as encoders write them.
-	if len(data) > 2 && data[0] == tagEntryKey {
-		if kl, n := protowire.ConsumeBytes(data[1:]); n > 0 && 1+n < len(data) && data[1+n] == tagEntryValue {
-			if vb, n2 := protowire.ConsumeBytes(data[2+n:]); n2 > 0 && 2+n+n2 == len(data) && utf8.Valid(kl) {
-				key := names.name(kl)
-				v, err := decodeValue(vb)
-				if err != nil {
-					return fmt.Errorf("%q: %w", key, err)
-				}
-				m[key] = v
-				return nil
-			}
-		}
+	kb, vb, err := splitEntry(data)
+	if err != nil {
+		return err
 	}
-	var key string
-	var v Value
-	r := fieldReader{b: data}
-	for r.next() {
-		switch {
-		case r.is(fEntryKey, protowire.BytesType):
-			if !utf8.Valid(r.bytes) {
-				return errors.New("map key is not valid UTF-8")
-			}
-			key = names.name(r.bytes)
-		case r.is(fEntryValue, protowire.BytesType):
-			var err error
-			if v, err = decodeValue(r.bytes); err != nil {
-				return fmt.Errorf("%q: %w", key, err)
-			}
-		}
-	}
-	if r.err != nil {
-		return r.err
+	key := names.name(kb)
+	v, err := decodeValue(vb)
+	if err != nil {
+		return fmt.Errorf("%q: %w", key, err)
 	}
 	m[key] = v
 	return nil
 }
 
 func decodeValue(data []byte) (Value, error) {
+	var v Value
+	str, err := decodeValueInto(&v, data)
+	if v.Type == TypeString && err == nil {
+		v.Str = string(str)
+	}
+	return v, err
+}
+
+// decodeValueInto decodes a Value message into *v, except that a string
+// value's bytes (checked to be UTF-8) are returned rather than copied into
+// v.Str, so the caller chooses where its string lives.
+func decodeValueInto(v *Value, data []byte) (str []byte, err error) {
 	// Fast path: a value that is one scalar member, as encoders write it.
 	if len(data) > 1 {
 		switch data[0] {
 		case tagValueString:
 			if b, n := protowire.ConsumeBytes(data[1:]); n == len(data)-1 {
-				s, err := wireString(b)
-				return Value{Type: TypeString, Str: s}, err
+				if !utf8.Valid(b) {
+					return nil, errNotUTF8
+				}
+				*v = Value{Type: TypeString}
+				return b, nil
 			}
 		case tagValueNumber:
 			if len(data) == 9 {
-				return Value{Type: TypeNumber, Num: math.Float64frombits(binary.LittleEndian.Uint64(data[1:]))}, nil
+				*v = Value{Type: TypeNumber, Num: math.Float64frombits(binary.LittleEndian.Uint64(data[1:]))}
+				return nil, nil
 			}
 		case tagValueBool:
 			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
-				return Value{Type: TypeBool, Bool: protowire.DecodeBool(u)}, nil
+				*v = Value{Type: TypeBool, Bool: protowire.DecodeBool(u)}
+				return nil, nil
 			}
 		case tagValueTime:
 			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
-				return Value{Type: TypeTime, Time: time.UnixMilli(int64(u)).UTC()}, nil
+				*v = Value{Type: TypeTime, Time: time.UnixMilli(int64(u)).UTC()}
+				return nil, nil
 			}
 		}
 	}
-	var v Value
-	var err error
+	*v = Value{}
 	r := fieldReader{b: data}
 	for r.next() {
 		// A oneof: the last member on the wire wins.
 		switch {
 		case r.is(fValueString, protowire.BytesType):
-			var s string
-			s, err = wireString(r.bytes)
-			v = Value{Type: TypeString, Str: s}
+			if !utf8.Valid(r.bytes) {
+				return nil, errNotUTF8
+			}
+			*v, str = Value{Type: TypeString}, r.bytes
 		case r.is(fValueNumber, protowire.Fixed64Type):
-			v = Value{Type: TypeNumber, Num: math.Float64frombits(r.u64)}
+			*v, str = Value{Type: TypeNumber, Num: math.Float64frombits(r.u64)}, nil
 		case r.is(fValueBool, protowire.VarintType):
-			v = Value{Type: TypeBool, Bool: protowire.DecodeBool(r.u64)}
+			*v, str = Value{Type: TypeBool, Bool: protowire.DecodeBool(r.u64)}, nil
 		case r.is(fValueTime, protowire.VarintType):
-			v = Value{Type: TypeTime, Time: time.UnixMilli(int64(r.u64)).UTC()}
+			*v, str = Value{Type: TypeTime, Time: time.UnixMilli(int64(r.u64)).UTC()}, nil
 		case r.is(fValueList, protowire.BytesType):
 			var l []string
 			l, err = decodeStringList(r.bytes)
-			v = Value{Type: TypeStringList, List: l}
+			*v, str = Value{Type: TypeStringList, List: l}, nil
 		}
 		if err != nil {
-			return v, err
+			return nil, err
 		}
 	}
-	return v, r.err
+	return str, r.err
 }
 
 func decodeStringList(data []byte) ([]string, error) {

@@ -490,23 +490,30 @@ func appendVarint(buf []byte, num protowire.Number, v uint64) []byte {
 	return protowire.AppendVarint(buf, v)
 }
 
-// appendValueMap appends a map<string, Value> field.
+// appendValueMap appends a map<string, Value> field (num < 16: its tag is
+// one byte).
 func appendValueMap(buf []byte, num protowire.Number, m map[string]Value) ([]byte, error) {
+	tag := byte(num)<<3 | byte(protowire.BytesType)
 	for name, v := range m {
 		vs, err := valueSize(&v)
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", name, err)
 		}
 		entry := 1 + protowire.SizeBytes(len(name)) + 1 + protowire.SizeBytes(vs)
-		buf = protowire.AppendTag(buf, num, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(entry))
-		buf = protowire.AppendTag(buf, fEntryKey, protowire.BytesType)
-		buf = protowire.AppendString(buf, name)
-		buf = protowire.AppendTag(buf, fEntryValue, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(vs))
+		buf = appendLen(append(buf, tag), entry)
+		buf = append(appendLen(append(buf, tagEntryKey), len(name)), name...)
+		buf = appendLen(append(buf, tagEntryValue), vs)
 		buf = appendValue(buf, &v)
 	}
 	return buf, nil
+}
+
+// appendLen appends a length as a varint; most are under 128: one byte.
+func appendLen(buf []byte, n int) []byte {
+	if n < 0x80 {
+		return append(buf, byte(n))
+	}
+	return protowire.AppendVarint(buf, uint64(n))
 }
 
 // valueSize is the length of a Value message's body.
@@ -541,23 +548,17 @@ func stringListSize(l []string) int {
 func appendValue(buf []byte, v *Value) []byte {
 	switch v.Type {
 	case TypeString:
-		buf = protowire.AppendTag(buf, fValueString, protowire.BytesType)
-		buf = protowire.AppendString(buf, v.Str)
+		buf = append(appendLen(append(buf, tagValueString), len(v.Str)), v.Str...)
 	case TypeNumber:
-		buf = protowire.AppendTag(buf, fValueNumber, protowire.Fixed64Type)
-		buf = protowire.AppendFixed64(buf, math.Float64bits(v.Num))
+		buf = protowire.AppendFixed64(append(buf, tagValueNumber), math.Float64bits(v.Num))
 	case TypeBool:
-		buf = protowire.AppendTag(buf, fValueBool, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, protowire.EncodeBool(v.Bool))
+		buf = append(buf, tagValueBool, byte(protowire.EncodeBool(v.Bool)))
 	case TypeTime:
-		buf = protowire.AppendTag(buf, fValueTime, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, uint64(v.Time.UnixMilli()))
+		buf = protowire.AppendVarint(append(buf, tagValueTime), uint64(v.Time.UnixMilli()))
 	case TypeStringList:
-		buf = protowire.AppendTag(buf, fValueList, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(stringListSize(v.List)))
+		buf = appendLen(append(buf, tagValueList), stringListSize(v.List))
 		for _, s := range v.List {
-			buf = protowire.AppendTag(buf, fStringListValues, protowire.BytesType)
-			buf = protowire.AppendString(buf, s)
+			buf = append(appendLen(append(buf, tagStringListValues), len(s)), s...)
 		}
 	}
 	return buf

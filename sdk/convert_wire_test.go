@@ -64,14 +64,14 @@ func TestWireBatchMatchesProtobuf(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			decoded, err := decodeBatch(pbBytes, &nameTable{})
+			decoded, err := decodeBatch(pbBytes, &flatDecoder{})
 			if err != nil {
 				t.Fatalf("decodeBatch(proto.Marshal(...)): %v", err)
 			}
 			if diff := cmp.Diff(b, decoded, cmpopts.EquateNaNs()); diff != "" {
 				t.Errorf("decodeBatch(proto.Marshal(...)) (-want +got):\n%s", diff)
 			}
-			roundTrip, err := decodeBatch(raw, &nameTable{})
+			roundTrip, err := decodeBatch(raw, &flatDecoder{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func TestDecodeBatchRejectsMalformed(t *testing.T) {
 		"wrong wire type": wrongType,
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := decodeBatch(data, &nameTable{}); err == nil {
+			if _, err := decodeBatch(data, &flatDecoder{}); err == nil {
 				t.Error("decodeBatch accepted malformed input")
 			}
 		})
@@ -147,7 +147,7 @@ func TestDecodeBatchSkipsUnknownFields(t *testing.T) {
 	raw = protowire.AppendString(raw, "from the future")
 	raw = protowire.AppendTag(raw, 100, protowire.Fixed32Type)
 	raw = protowire.AppendFixed32(raw, 7)
-	got, err := decodeBatch(raw, &nameTable{})
+	got, err := decodeBatch(raw, &flatDecoder{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,22 +156,34 @@ func TestDecodeBatchSkipsUnknownFields(t *testing.T) {
 	}
 }
 
-func TestNameTableSharesNames(t *testing.T) {
+func TestFlatDecoderInternsNames(t *testing.T) {
 	raw, err := appendBatch(nil, benchBatch())
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := &nameTable{}
-	b, err := decodeBatch(raw, names)
+	dec := &flatDecoder{}
+	first, err := dec.decode(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names.m) != 8 {
-		t.Errorf("name table holds %d names, want the 8 trait names", len(names.m))
+	names := append([]string(nil), first.Names...)
+	if len(names) != 8 {
+		t.Errorf("name table holds %d names, want the 8 trait names", len(names))
 	}
-	for k := range b.Customers[1].Traits {
-		if names.m[k] != k {
-			t.Errorf("trait %q not in the name table", k)
+	second, err := dec.decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(names, second.Names); diff != "" {
+		t.Errorf("the second batch of a stream renumbered the names (-first +second):\n%s", diff)
+	}
+	want := benchBatch()
+	for i := range second.Customers {
+		for _, tr := range second.CustomerTraits(i) {
+			name := first.Names[tr.Name]
+			if got := want.Customers[i].Traits[name]; !cmp.Equal(got, tr.Value) {
+				t.Fatalf("customer %d: trait %q = %v, want %v", i, name, tr.Value, got)
+			}
 		}
 	}
 }
@@ -187,7 +199,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := decodeBatch(data, &nameTable{})
+		got, err := decodeBatch(data, &flatDecoder{})
 		if err != nil {
 			return
 		}

@@ -83,6 +83,7 @@ type sourceClient struct {
 
 var (
 	_ Source          = (*sourceClient)(nil)
+	_ FlatSource      = (*sourceClient)(nil)
 	_ SourceWebhooker = (*sourceClient)(nil)
 )
 
@@ -99,6 +100,12 @@ func (c *sourceClient) Configure(ctx context.Context, req ConfigureRequest) (Sou
 // It returns nil when the plugin ends the stream, ctx's error when ctx is
 // done, and send's error (ending the stream) when send fails.
 func (c *sourceClient) Pull(ctx context.Context, cursor string, send func(*Batch) error) error {
+	return c.PullFlat(ctx, cursor, func(b *FlatBatch) error { return send(b.Batch()) })
+}
+
+// PullFlat is Pull with batches in flat form, decoded straight from the
+// wire into one reused FlatBatch.
+func (c *sourceClient) PullFlat(ctx context.Context, cursor string, send func(*FlatBatch) error) error {
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.client.Pull(streamCtx, &pluginv1.PullRequest{Cursor: cursor},
@@ -106,7 +113,7 @@ func (c *sourceClient) Pull(ctx context.Context, cursor string, send func(*Batch
 	if err != nil {
 		return fromStatus(ctx, "source pull", err, false)
 	}
-	w := wireBatch{names: &nameTable{}}
+	w := wireBatch{dec: &flatDecoder{}}
 	for {
 		err := stream.RecvMsg(&w)
 		if errors.Is(err, io.EOF) {
@@ -123,12 +130,12 @@ func (c *sourceClient) Pull(ctx context.Context, cursor string, send func(*Batch
 
 // wireBatch receives one Pull batch through batchCodec.
 type wireBatch struct {
-	batch *Batch
-	names *nameTable // shared by the batches of one Pull
+	batch *FlatBatch
+	dec   *flatDecoder // shared by the batches of one Pull
 }
 
 // batchCodec is the proto codec, except that it decodes a Pull batch into
-// a *wireBatch straight from the wire (see decodeBatch). It is used for
+// a *wireBatch straight from the wire (see flatDecoder). It is used for
 // Pull calls only; the content-subtype stays "proto".
 type batchCodec struct{}
 
@@ -141,9 +148,20 @@ func (batchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	b, err := decodeBatch(buf.ReadOnlyData(), w.names)
+	// A batch arrives in several buffers (HTTP/2 frames); they are copied
+	// into the decoder's own buffer, reused without being zeroed.
+	var raw []byte
+	if len(data) == 1 {
+		raw = data[0].ReadOnlyData()
+	} else {
+		n := data.Len()
+		if cap(w.dec.buf) < n {
+			w.dec.buf = make([]byte, n)
+		}
+		raw = w.dec.buf[:n]
+		data.CopyTo(raw)
+	}
+	b, err := w.dec.decode(raw)
 	if err != nil {
 		return Errorf(Internal, "", "source pull: plugin sent a %v", err)
 	}
