@@ -46,6 +46,12 @@ func (d *Daemon) boot(ctx context.Context) error {
 		return err
 	}
 	d.observer.set(&liveUpdater{d: d, store: store, seg: seg, caughtUp: map[string]bool{}})
+	d.sink.start(ctx, &d.workers)
+	d.workers.Add(1)
+	go func() {
+		defer d.workers.Done()
+		d.db.CheckpointLoop(ctx, time.Second, d.log)
+	}()
 
 	for _, name := range d.cfg.Sources.Names {
 		d.workers.Add(1)
@@ -67,12 +73,13 @@ func (d *Daemon) boot(ctx context.Context) error {
 	return nil
 }
 
-// fullPass recomputes RFM (when configured) and runs a full pass.
+// fullPass recomputes RFM (when configured and a rule of the pass reads
+// it) and runs a full pass.
 func (d *Daemon) fullPass(ctx context.Context, segments []string) error {
 	d.mu.Lock()
 	store, seg, schema := d.store, d.segmenter, d.schema
 	d.mu.Unlock()
-	if schema.Rules.RFMEvent != "" {
+	if schema.Rules.RFMEvent != "" && seg.Rules().UsesRFM(segments) {
 		if err := store.ComputeRFM(); err != nil {
 			d.log.Warn("rfm not computed", "err", err)
 		}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -58,39 +59,129 @@ func (tx *Tx) FinishPass(id int64, evaluated, changes int) error {
 // ApplyDiff records a segment's entries and exits from one pass: members are
 // added and removed, and each change is appended to the numbered log.
 func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, pass int64) error {
-	at = at.UTC()
-	err := tx.chunked("INSERT INTO segment_members (segment, customer_id, since) VALUES ", 3,
-		" ON CONFLICT (segment, customer_id) DO NOTHING", len(entered), func(a, b int) ([]any, error) {
-			args := make([]any, 0, 3*(b-a))
-			for _, id := range entered[a:b] {
-				args = append(args, segment, id, at)
+	w := tx.DiffWriter(pass, at)
+	if err := w.Add(segment, entered, exited); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+// DiffWriter writes the membership changes of one pass, for any number of
+// segments, in multi-row statements of upsertChunk rows prepared once per
+// writer (a statement with hundreds of parameters costs more to compile than
+// to run): rows are buffered and a statement runs whenever a chunk fills, so
+// a pass with many small per-segment diffs still runs full chunks. Changes
+// get their seq numbers in the order they are added: per Add, entries then
+// exits. Close flushes the remainder; call it before the transaction ends,
+// also after an error.
+type DiffWriter struct {
+	tx   *Tx
+	pass int64
+	at   time.Time
+
+	add, del, log []any // buffered parameters
+	stmts         [3]*sql.Stmt
+	err           error
+}
+
+const (
+	diffAddHead = "INSERT INTO segment_members (segment, customer_id, since) VALUES "
+	diffAddTail = " ON CONFLICT (segment, customer_id) DO NOTHING"
+	diffLogHead = "INSERT INTO segment_changes (segment, customer_id, change, at, pass) VALUES "
+	// Row values in a subquery so both databases look each pair up by the
+	// primary key (a bare "IN (VALUES ...)" scans the table on SQLite).
+	diffDelHead = "DELETE FROM segment_members WHERE (segment, customer_id) IN (SELECT * FROM (VALUES "
+	diffDelTail = ") AS d)"
+)
+
+// DiffWriter returns a writer of pass's changes, all at time at.
+func (tx *Tx) DiffWriter(pass int64, at time.Time) *DiffWriter {
+	return &DiffWriter{tx: tx, pass: pass, at: at.UTC()}
+}
+
+// Add buffers a segment's entries and exits, writing every chunk that fills.
+func (w *DiffWriter) Add(segment string, entered, exited []string) error {
+	if w.err != nil {
+		return w.err
+	}
+	for _, id := range entered {
+		w.add = append(w.add, segment, id, w.at)
+		w.log = append(w.log, segment, id, "enter", w.at, w.pass)
+		if err := w.flush(false); err != nil {
+			return fmt.Errorf("storage: segment %q: %w", segment, err)
+		}
+	}
+	for _, id := range exited {
+		w.del = append(w.del, segment, id)
+		w.log = append(w.log, segment, id, "exit", w.at, w.pass)
+		if err := w.flush(false); err != nil {
+			return fmt.Errorf("storage: segment %q: %w", segment, err)
+		}
+	}
+	return nil
+}
+
+// Close writes what is buffered and releases the prepared statements.
+func (w *DiffWriter) Close() error {
+	err := w.err
+	if err == nil {
+		if err = w.flush(true); err != nil {
+			err = fmt.Errorf("storage: segment changes of pass %d: %w", w.pass, err)
+		}
+	}
+	for i, st := range w.stmts {
+		if st != nil {
+			st.Close()
+			w.stmts[i] = nil
+		}
+	}
+	return err
+}
+
+// flush runs the full chunks buffered, and with all the remainder too.
+func (w *DiffWriter) flush(all bool) error {
+	for _, k := range []struct {
+		i          int
+		buf        *[]any
+		cols       int
+		head, tail string
+		what       string
+	}{
+		{0, &w.add, 3, diffAddHead, diffAddTail, "add members"},
+		{1, &w.del, 2, diffDelHead, diffDelTail, "remove members"},
+		{2, &w.log, 5, diffLogHead, "", "log changes"},
+	} {
+		if err := w.run(k.i, k.buf, k.cols, k.head, k.tail, all); err != nil {
+			w.err = fmt.Errorf("%s: %w", k.what, err)
+			return w.err
+		}
+	}
+	return nil
+}
+
+func (w *DiffWriter) run(i int, buf *[]any, cols int, head, tail string, all bool) error {
+	ctx := w.tx.g.Statement.Context
+	pool := w.tx.g.Statement.ConnPool
+	full := cols * upsertChunk
+	for len(*buf) >= full {
+		if w.stmts[i] == nil {
+			st, err := pool.PrepareContext(ctx, w.tx.values(head, cols, upsertChunk, tail))
+			if err != nil {
+				return err
 			}
-			return args, nil
-		})
-	if err != nil {
-		return fmt.Errorf("storage: segment %q: add members: %w", segment, err)
-	}
-	for start := 0; start < len(exited); start += upsertChunk {
-		chunk := exited[start:min(start+upsertChunk, len(exited))]
-		if err := tx.g.Exec("DELETE FROM segment_members WHERE segment = ? AND customer_id IN ?", segment, chunk).Error; err != nil {
-			return fmt.Errorf("storage: segment %q: remove members: %w", segment, err)
+			w.stmts[i] = st
 		}
-	}
-	for _, group := range []struct {
-		change string
-		ids    []string
-	}{{"enter", entered}, {"exit", exited}} {
-		err := tx.chunked("INSERT INTO segment_changes (segment, customer_id, change, at, pass) VALUES ", 5,
-			"", len(group.ids), func(a, b int) ([]any, error) {
-				args := make([]any, 0, 5*(b-a))
-				for _, id := range group.ids[a:b] {
-					args = append(args, segment, id, group.change, at, pass)
-				}
-				return args, nil
-			})
-		if err != nil {
-			return fmt.Errorf("storage: segment %q: log changes: %w", segment, err)
+		if _, err := w.stmts[i].ExecContext(ctx, (*buf)[:full]...); err != nil {
+			return err
 		}
+		*buf = append((*buf)[:0], (*buf)[full:]...)
+	}
+	if all && len(*buf) > 0 {
+		if _, err := pool.ExecContext(ctx, w.tx.values(head, cols, len(*buf)/cols, tail), *buf...); err != nil {
+			return err
+		}
+		*buf = (*buf)[:0]
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"math/bits"
+	"sort"
 	"sync"
 	"time"
 
@@ -73,6 +74,8 @@ type Segmenter struct {
 	// full passes); held is the current hold reason per segment.
 	fullSizes map[string]int
 	held      map[string]string
+	// win is the open window of incremental passes, nil if none.
+	win *window
 }
 
 // New returns a segmenter; call Load before the first pass.
@@ -149,6 +152,11 @@ func (s *Segmenter) Size(segment string) int {
 // FullPass re-evaluates the named segments (all when names is empty) over
 // every customer, persists the diffs and sizes in one transaction, and only
 // then makes the new membership current.
+//
+// Evaluation and persistence overlap: a writer goroutine opens the
+// transaction and writes each segment's diff while the next segments are
+// evaluated, so on two cores the pass takes about as long as the longer of
+// the two rather than their sum.
 func (s *Segmenter) FullPass(ctx context.Context, names []string) (*Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -158,42 +166,150 @@ func (s *Segmenter) FullPass(ctx context.Context, names []string) (*Result, erro
 	for _, n := range names {
 		want[n] = true
 	}
-	fresh := map[string]rules.Bitmap{}
-	evaluated := 0
-	err := s.profiles.Read(func(t rules.Table) error {
-		evaluated = popcount(t.Live())
+	var segs []*rules.Segment
+	for _, seg := range s.set.Segments() {
+		if len(want) == 0 || want[seg.Name] {
+			segs = append(segs, seg)
+		}
+	}
+
+	// The evaluator sends each segment's changed rows; the writer turns
+	// them into ids and writes them. Buffered for every segment, so the
+	// evaluator never waits for the writer.
+	type evaluated struct {
+		seg             *rules.Segment
+		fresh           rules.Bitmap
+		entered, exited []uint32
+	}
+	ch := make(chan evaluated, len(segs))
+	var (
+		evalErr    error // set before ch is closed
+		population int
+		res        = &Result{Kind: storage.PassFull, Segments: map[string]Diff{}}
+		fresh      = map[string]rules.Bitmap{}
+		total      int
+	)
+	written := make(chan error, 1)
+	go func() {
+		written <- s.store.Tx(ctx, func(tx *storage.Tx) error {
+			pass, err := tx.BeginPass(storage.PassFull, now)
+			if err != nil {
+				return err
+			}
+			if err := closeWindow(tx, s.win); err != nil {
+				return err
+			}
+			dw := tx.DiffWriter(pass, now)
+			defer dw.Close()
+			var werr error
+			for e := range ch {
+				if werr != nil {
+					continue // drain: the evaluator is never blocked anyway
+				}
+				d := Diff{Entered: s.ids(e.entered), Exited: append(s.ids(e.exited), s.ghosts[e.seg.Name]...)}
+				d.Size = popcount(e.fresh)
+				d.Held = heldReason(e.seg, d.Size)
+				res.Segments[e.seg.Name] = d
+				fresh[e.seg.Name] = e.fresh
+				total += len(d.Entered) + len(d.Exited)
+				werr = dw.Add(e.seg.Name, d.Entered, d.Exited)
+			}
+			if werr != nil {
+				return werr
+			}
+			if evalErr != nil {
+				return evalErr
+			}
+			if err := dw.Close(); err != nil {
+				return err
+			}
+			for _, seg := range segs {
+				d := res.Segments[seg.Name]
+				if err := tx.RecordSize(storage.SegmentSize{Segment: seg.Name, Pass: pass, At: now, Size: int64(d.Size),
+					Entered: int64(len(d.Entered)), Exited: int64(len(d.Exited)), Held: d.Held}); err != nil {
+					return err
+				}
+			}
+			res.Pass = pass
+			return tx.FinishPass(pass, population, total)
+		})
+	}()
+	evalErr = s.profiles.Read(func(t rules.Table) error {
+		population = popcount(t.Live())
 		words := (t.Len() + 63) / 64
 		env := rules.Env{Now: now, Members: map[string]rules.Bitmap{}}
 		for seg, b := range s.members {
-			env.Members[seg] = grow(b, words)
+			env.Members[seg] = b
 		}
-		for _, seg := range s.set.Segments() {
-			if len(want) > 0 && !want[seg.Name] {
-				continue
-			}
+		for _, seg := range segs {
 			b, err := seg.EvalAll(t, env)
 			if err != nil {
 				return err
 			}
 			b = grow(b, words)
-			fresh[seg.Name] = b
 			env.Members[seg.Name] = b
+			e := evaluated{seg: seg, fresh: b}
+			e.entered, e.exited = diffRows(s.members[seg.Name], b)
+			ch <- e
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("full pass: %w", err)
+	close(ch)
+	err := <-written
+	if evalErr != nil {
+		return nil, fmt.Errorf("full pass: %w", evalErr)
 	}
-	res, err := s.commit(ctx, storage.PassFull, now, evaluated, fresh, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("full pass: persist: %w", err)
+	}
+	res.Evaluated = population
+	s.win = nil // closed by the pass
+	for _, seg := range segs {
+		name := seg.Name
+		d := res.Segments[name]
+		prev, had := s.fullSizes[name]
+		s.members[name] = fresh[name]
+		delete(s.ghosts, name)
+		s.fullSizes[name] = d.Size
+		if seg.AlertSwing > 0 && had && prev > 0 {
+			swing := math.Abs(float64(d.Size-prev)) / float64(prev)
+			if swing > seg.AlertSwing {
+				s.m.swings.WithLabelValues(name).Inc()
+				s.log.Warn("segment size swung more than alert_swing", "segment", name, "from", prev, "to", d.Size,
+					"swing", fmt.Sprintf("%.0f%%", swing*100), "alert_swing", fmt.Sprintf("%.0f%%", seg.AlertSwing*100))
+			}
+		}
+		s.publish(ctx, name, storage.PassFull, res.Pass, d)
 	}
 	s.m.passSeconds.WithLabelValues(storage.PassFull).Observe(time.Since(start).Seconds())
 	return res, nil
 }
 
+// ids maps rows to customer ids (outside the profiles' read lock).
+func (s *Segmenter) ids(rows []uint32) []string {
+	if len(rows) == 0 {
+		return nil
+	}
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = s.profiles.ID(r)
+	}
+	return out
+}
+
 // Incremental re-evaluates every segment for the given customers only (those
-// ingestion just changed), in dependency order.
+// ingestion just changed), in dependency order, and persists what changed.
+//
+// It is cheap enough to run for every committed webhook batch: membership
+// bits are flipped in place (and flipped back if persisting fails), sizes
+// are adjusted by the changes, and only the changes are written. Incremental
+// passes share one segment_passes row per IncrementalWindow; the window's
+// size rows (one per segment it changed: size at its last change, entered
+// and exited summed) and its counts are written when the next window opens
+// or the next full pass runs, whichever comes first. So a daemon stopped
+// mid-window leaves that window's pass row unfinished and without size rows;
+// its changes are all in segment_changes, and the full pass at start records
+// every size.
 func (s *Segmenter) Incremental(ctx context.Context, ids []string) (*Result, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -208,160 +324,205 @@ func (s *Segmenter) Incremental(ctx context.Context, ids []string) (*Result, err
 			rows = append(rows, r)
 		}
 	}
-	fresh := map[string]rules.Bitmap{}
+	res := &Result{Kind: storage.PassIncremental, Evaluated: len(rows), Segments: map[string]Diff{}}
+	type flip struct {
+		seg string
+		row uint32
+	}
+	var flips []flip
+	undo := func() {
+		for _, f := range flips {
+			s.members[f.seg][f.row>>6] ^= 1 << (f.row & 63)
+		}
+	}
 	err := s.profiles.Read(func(t rules.Table) error {
 		words := (t.Len() + 63) / 64
-		env := rules.Env{Now: now, Members: map[string]rules.Bitmap{}}
-		for seg, b := range s.members {
-			env.Members[seg] = grow(append(rules.Bitmap(nil), b...), words)
-		}
+		// Rules read s.members directly: a segment evaluated later in
+		// dependency order sees the flips of the ones before it.
+		env := rules.Env{Now: now, Members: s.members}
 		out := make([]bool, len(rows))
 		for _, seg := range s.set.Segments() {
-			if err := seg.Eval(t, rules.Env{Now: now, Members: env.Members}, rows, out); err != nil {
+			if err := seg.Eval(t, env, rows, out); err != nil {
 				return err
 			}
-			b := env.Members[seg.Name]
-			if b == nil {
-				b = make(rules.Bitmap, words)
-			}
+			b := s.members[seg.Name]
 			for i, r := range rows {
-				if out[i] {
-					b[r>>6] |= 1 << (r & 63)
-				} else {
-					b[r>>6] &^= 1 << (r & 63)
+				if out[i] == has(b, r) {
+					continue
 				}
+				if len(b) < words {
+					b = grow(b, words)
+				}
+				b[r>>6] ^= 1 << (r & 63)
+				flips = append(flips, flip{seg.Name, r})
 			}
-			env.Members[seg.Name] = b
-			fresh[seg.Name] = b
+			s.members[seg.Name] = b // present even when empty: in_segment needs it
 		}
 		return nil
 	})
 	if err != nil {
+		undo()
 		return nil, fmt.Errorf("incremental pass: %w", err)
 	}
-	res, err := s.commit(ctx, storage.PassIncremental, now, len(rows), fresh, rows)
-	if err != nil {
-		return nil, err
+	// Ids outside the read lock (the profile store's ID takes it too).
+	total := len(flips)
+	for _, f := range flips {
+		d := res.Segments[f.seg]
+		if has(s.members[f.seg], f.row) {
+			d.Entered = append(d.Entered, s.profiles.ID(f.row))
+		} else {
+			d.Exited = append(d.Exited, s.profiles.ID(f.row))
+		}
+		res.Segments[f.seg] = d
+	}
+	for _, seg := range s.set.Segments() {
+		d := res.Segments[seg.Name]
+		d.Size = s.sizes[seg.Name] + len(d.Entered) - len(d.Exited)
+		d.Held = heldReason(seg, d.Size)
+		res.Segments[seg.Name] = d
+	}
+	// A pass that changed nothing writes nothing.
+	if total > 0 {
+		if err := s.persistIncremental(ctx, now, res, total); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	for name, d := range res.Segments {
+		s.publish(ctx, name, storage.PassIncremental, res.Pass, d)
 	}
 	s.m.passSeconds.WithLabelValues(storage.PassIncremental).Observe(time.Since(start).Seconds())
 	return res, nil
 }
 
-// commit diffs fresh against the current membership, persists it, and makes
-// it current. rows limits the diff to those rows (incremental passes).
-func (s *Segmenter) commit(ctx context.Context, kind string, now time.Time, evaluated int, fresh map[string]rules.Bitmap, rows []uint32) (*Result, error) {
-	res := &Result{Kind: kind, Evaluated: evaluated, Segments: map[string]Diff{}}
-	byName := map[string]*rules.Segment{}
-	for _, seg := range s.set.Segments() {
-		byName[seg.Name] = seg
-	}
-	total := 0
-	for name, nb := range fresh {
-		old := s.members[name]
-		var d Diff
-		if rows == nil {
-			d.Entered, d.Exited = s.diffAll(old, nb)
-			d.Exited = append(d.Exited, s.ghosts[name]...)
-		} else {
-			for _, r := range rows {
-				was, is := has(old, r), has(nb, r)
-				switch {
-				case is && !was:
-					d.Entered = append(d.Entered, s.profiles.ID(r))
-				case was && !is:
-					d.Exited = append(d.Exited, s.profiles.ID(r))
-				}
-			}
-		}
-		d.Size = popcount(nb)
-		if rows != nil {
-			d.Size += len(s.ghosts[name])
-		}
-		if seg := byName[name]; seg != nil {
-			switch {
-			case seg.MinSize > 0 && d.Size < seg.MinSize:
-				d.Held = fmt.Sprintf("size %d is below min_size %d", d.Size, seg.MinSize)
-			case seg.MaxSize > 0 && d.Size > seg.MaxSize:
-				d.Held = fmt.Sprintf("size %d is above max_size %d", d.Size, seg.MaxSize)
-			}
-		}
-		total += len(d.Entered) + len(d.Exited)
-		res.Segments[name] = d
-	}
-	// An incremental pass that changed nothing writes nothing.
-	if kind == storage.PassIncremental && total == 0 {
-		for name, b := range fresh {
-			s.members[name] = b
-		}
-		return res, nil
-	}
+// IncrementalWindow is how long incremental passes share one segment_passes
+// row and its size rows.
+const IncrementalWindow = time.Minute
+
+// window is the open incremental pass row: what it changed so far.
+type window struct {
+	pass               int64
+	opened             time.Time // wall clock
+	at                 time.Time // the pass clock at its last change
+	evaluated, changes int
+	sizes              map[string]storage.SegmentSize
+}
+
+// persistIncremental writes an incremental pass's changes under the open
+// window's pass row, opening a new window (and closing the old one) when it
+// is older than IncrementalWindow.
+func (s *Segmenter) persistIncremental(ctx context.Context, now time.Time, res *Result, total int) error {
+	w := s.win
 	err := s.store.Tx(ctx, func(tx *storage.Tx) error {
-		pass, err := tx.BeginPass(kind, now)
-		if err != nil {
-			return err
-		}
-		res.Pass = pass
-		for name, d := range res.Segments {
-			if err := tx.ApplyDiff(name, d.Entered, d.Exited, now, pass); err != nil {
+		if w == nil || time.Since(w.opened) >= IncrementalWindow {
+			if err := closeWindow(tx, w); err != nil {
 				return err
 			}
-			if kind == storage.PassFull || len(d.Entered)+len(d.Exited) > 0 {
-				if err := tx.RecordSize(storage.SegmentSize{Segment: name, Pass: pass, At: now, Size: int64(d.Size),
-					Entered: int64(len(d.Entered)), Exited: int64(len(d.Exited)), Held: d.Held}); err != nil {
+			pass, err := tx.BeginPass(storage.PassIncremental, now)
+			if err != nil {
+				return err
+			}
+			w = &window{pass: pass, opened: time.Now(), sizes: map[string]storage.SegmentSize{}}
+		}
+		dw := tx.DiffWriter(w.pass, now)
+		for _, seg := range s.set.Segments() { // dependency order: stable seq order
+			if d := res.Segments[seg.Name]; len(d.Entered)+len(d.Exited) > 0 {
+				if err := dw.Add(seg.Name, d.Entered, d.Exited); err != nil {
+					dw.Close()
 					return err
 				}
 			}
 		}
-		return tx.FinishPass(pass, evaluated, total)
+		return dw.Close()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s pass: persist: %w", kind, err)
+		return fmt.Errorf("incremental pass: persist: %w", err)
 	}
+	// Committed: account the pass to its window.
+	res.Pass = w.pass
+	w.at = now
+	w.evaluated += res.Evaluated
+	w.changes += total
 	for name, d := range res.Segments {
-		prev, had := s.fullSizes[name]
-		s.members[name] = fresh[name]
-		if rows == nil {
-			delete(s.ghosts, name)
+		if len(d.Entered)+len(d.Exited) == 0 {
+			continue
 		}
-		s.sizes[name] = d.Size
-		s.m.size.WithLabelValues(name).Set(float64(d.Size))
-		s.m.changes.WithLabelValues(name, "enter").Add(float64(len(d.Entered)))
-		s.m.changes.WithLabelValues(name, "exit").Add(float64(len(d.Exited)))
-		held := 0.0
-		if d.Held != "" {
-			held = 1
-		}
-		s.m.held.WithLabelValues(name).Set(held)
-		if kind == storage.PassFull {
-			s.fullSizes[name] = d.Size
-		}
-		if seg := byName[name]; kind == storage.PassFull && seg != nil && seg.AlertSwing > 0 && had && prev > 0 {
-			swing := math.Abs(float64(d.Size-prev)) / float64(prev)
-			if swing > seg.AlertSwing {
-				s.m.swings.WithLabelValues(name).Inc()
-				s.log.Warn("segment size swung more than alert_swing", "segment", name, "from", prev, "to", d.Size,
-					"swing", fmt.Sprintf("%.0f%%", swing*100), "alert_swing", fmt.Sprintf("%.0f%%", seg.AlertSwing*100))
-			}
-		}
-		if len(d.Entered)+len(d.Exited) > 0 {
-			s.log.Info("segment changed", "segment", name, "pass", res.Pass, "kind", kind,
-				"entered", len(d.Entered), "exited", len(d.Exited), "size", d.Size)
-		}
-		if was := s.held[name]; d.Held != was {
-			if d.Held != "" {
-				s.log.Warn("campaigns on this segment are held", "segment", name, "reason", d.Held)
-			} else {
-				s.log.Info("campaigns on this segment are no longer held", "segment", name, "size", d.Size)
-			}
-			s.held[name] = d.Held
-		}
+		z := w.sizes[name]
+		w.sizes[name] = storage.SegmentSize{Segment: name, Pass: w.pass, At: now, Size: int64(d.Size),
+			Entered: z.Entered + int64(len(d.Entered)), Exited: z.Exited + int64(len(d.Exited)), Held: d.Held}
 	}
-	return res, nil
+	s.win = w
+	return nil
 }
 
-// diffAll lists the customers in nb but not old (entered) and in old but not
+// closeWindow records a window's size rows and counts (w may be nil).
+func closeWindow(tx *storage.Tx, w *window) error {
+	if w == nil {
+		return nil
+	}
+	names := make([]string, 0, len(w.sizes))
+	for name := range w.sizes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := tx.RecordSize(w.sizes[name]); err != nil {
+			return err
+		}
+	}
+	return tx.FinishPass(w.pass, w.evaluated, w.changes)
+}
+
+func heldReason(seg *rules.Segment, size int) string {
+	switch {
+	case seg == nil:
+		return ""
+	case seg.MinSize > 0 && size < seg.MinSize:
+		return fmt.Sprintf("size %d is below min_size %d", size, seg.MinSize)
+	case seg.MaxSize > 0 && size > seg.MaxSize:
+		return fmt.Sprintf("size %d is above max_size %d", size, seg.MaxSize)
+	}
+	return ""
+}
+
+// publish makes a persisted diff visible: metrics, logs, holds.
+func (s *Segmenter) publish(ctx context.Context, name, kind string, pass int64, d Diff) {
+	s.sizes[name] = d.Size
+	s.m.size.WithLabelValues(name).Set(float64(d.Size))
+	if len(d.Entered) > 0 {
+		s.m.changes.WithLabelValues(name, "enter").Add(float64(len(d.Entered)))
+	}
+	if len(d.Exited) > 0 {
+		s.m.changes.WithLabelValues(name, "exit").Add(float64(len(d.Exited)))
+	}
+	held := 0.0
+	if d.Held != "" {
+		held = 1
+	}
+	s.m.held.WithLabelValues(name).Set(held)
+	if len(d.Entered)+len(d.Exited) > 0 {
+		// Incremental changes come with every webhook: debug level; the
+		// changes_total metric and segment_changes have them all.
+		level := slog.LevelInfo
+		if kind == storage.PassIncremental {
+			level = slog.LevelDebug
+		}
+		s.log.Log(ctx, level, "segment changed", "segment", name, "pass", pass, "kind", kind,
+			"entered", len(d.Entered), "exited", len(d.Exited), "size", d.Size)
+	}
+	if was := s.held[name]; d.Held != was {
+		if d.Held != "" {
+			s.log.Warn("campaigns on this segment are held", "segment", name, "reason", d.Held)
+		} else {
+			s.log.Info("campaigns on this segment are no longer held", "segment", name, "size", d.Size)
+		}
+		s.held[name] = d.Held
+	}
+}
+
+// diffRows lists the rows in nb but not old (entered) and in old but not
 // nb (exited), by word-wise set difference.
-func (s *Segmenter) diffAll(old, nb rules.Bitmap) (entered, exited []string) {
+func diffRows(old, nb rules.Bitmap) (entered, exited []uint32) {
 	n := max(len(old), len(nb))
 	for w := range n {
 		var o, x uint64
@@ -372,10 +533,10 @@ func (s *Segmenter) diffAll(old, nb rules.Bitmap) (entered, exited []string) {
 			x = nb[w]
 		}
 		for in := x &^ o; in != 0; in &= in - 1 {
-			entered = append(entered, s.profiles.ID(uint32(w*64+bits.TrailingZeros64(in))))
+			entered = append(entered, uint32(w*64+bits.TrailingZeros64(in)))
 		}
 		for out := o &^ x; out != 0; out &= out - 1 {
-			exited = append(exited, s.profiles.ID(uint32(w*64+bits.TrailingZeros64(out))))
+			exited = append(exited, uint32(w*64+bits.TrailingZeros64(out)))
 		}
 	}
 	return entered, exited
