@@ -68,13 +68,14 @@ func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, 
 }
 
 // DiffWriter writes the membership changes of one pass, for any number of
-// segments, in multi-row statements of upsertChunk rows prepared once per
-// writer (a statement with hundreds of parameters costs more to compile than
-// to run): rows are buffered and a statement runs whenever a chunk fills, so
-// a pass with many small per-segment diffs still runs full chunks. Changes
-// get their seq numbers in the order they are added: per Add, entries then
-// exits. Close flushes the remainder; call it before the transaction ends,
-// also after an error.
+// segments, in multi-row statements of upsertChunk rows: rows of all
+// segments are buffered together and a statement runs whenever a chunk
+// fills, so a pass with many small per-segment diffs still runs full chunks
+// and only one short remainder per table. (The full-chunk statement is
+// prepared once per writer; note that the pure-Go SQLite driver still
+// compiles it at every execution.) Changes get their seq numbers in the
+// order they are added: per Add, entries then exits. Close flushes the
+// remainder; call it before the transaction ends, also after an error.
 type DiffWriter struct {
 	tx   *Tx
 	pass int64
