@@ -21,6 +21,14 @@ type Customer struct {
 // SQLite driver (larger statements bind parameters quadratically).
 const upsertChunk = 100
 
+// customerChunk is rows per customer upsert on SQLite. The driver compiles
+// every statement afresh (a prepared statement is re-parsed on each Exec)
+// and binds parameters in quadratic time, and its allocator maps and unmaps
+// memory for a compiled program past a size: 50 rows of two parameters
+// each stayed under it, and measured 1.6x faster per row than 100 rows of
+// four (storage BenchmarkUpsertCustomers).
+const customerChunk = 50
+
 // UpsertCustomers inserts customers or merges their traits into existing
 // rows: given traits replace stored values, a trait given as JSON null is
 // removed, other traits are kept (RFC 7396 merge). All rows are written in one
@@ -37,27 +45,59 @@ func (tx *Tx) UpsertCustomers(cs []Customer) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	now := time.Now().UTC()
-	merge := "json_patch(customers.traits, excluded.traits)"
-	if tx.dialect == Postgres {
-		merge = "jsonb_strip_nulls(customers.traits || excluded.traits)"
-	}
-	tail := fmt.Sprintf(" ON CONFLICT (id) DO UPDATE SET traits = %s, updated_at = excluded.updated_at", merge)
-	args := make([]any, 0, 4*upsertChunk)
-	return tx.chunked("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ", 4, tail, len(cs), func(lo, hi int) ([]any, error) {
-		args = args[:0]
-		for _, c := range cs[lo:hi] {
-			if c.ID == "" {
-				return nil, errors.New("storage: customer with an empty id")
-			}
-			traits := string(c.Traits)
-			if traits == "" {
-				traits = "{}"
-			}
-			args = append(args, c.ID, traits, now, now)
+	for _, c := range cs {
+		if c.ID == "" {
+			return errors.New("storage: customer with an empty id")
 		}
-		return args, nil
-	})
+	}
+	now := time.Now().UTC()
+	if tx.dialect == Postgres {
+		tail := " ON CONFLICT (id) DO UPDATE SET traits = jsonb_strip_nulls(customers.traits || excluded.traits), updated_at = excluded.updated_at"
+		args := make([]any, 0, 4*upsertChunk)
+		return tx.chunked("INSERT INTO customers (id, traits, created_at, updated_at) VALUES ", 4, tail, len(cs), func(lo, hi int) ([]any, error) {
+			args = args[:0]
+			for _, c := range cs[lo:hi] {
+				args = append(args, c.ID, traitsText(c.Traits), now, now)
+			}
+			return args, nil
+		})
+	}
+	// SQLite: the timestamps are bound once per statement, the rows as
+	// (id, traits) pairs selected from VALUES.
+	const (
+		head = "INSERT INTO customers (id, traits, created_at, updated_at) SELECT column1, column2, ?, ? FROM (VALUES "
+		tail = ") WHERE true ON CONFLICT (id) DO UPDATE SET traits = json_patch(customers.traits, excluded.traits), updated_at = excluded.updated_at"
+	)
+	ctx := tx.g.Statement.Context
+	pool := tx.g.Statement.ConnPool
+	args := make([]any, 0, 2+2*customerChunk)
+	var full string
+	for lo := 0; lo < len(cs); lo += customerChunk {
+		hi := min(lo+customerChunk, len(cs))
+		args = append(args[:0], now, now)
+		for _, c := range cs[lo:hi] {
+			args = append(args, c.ID, traitsText(c.Traits))
+		}
+		q := full
+		if hi-lo < customerChunk {
+			q = tx.values(head, 2, hi-lo, tail)
+		} else if q == "" {
+			full = tx.values(head, 2, customerChunk, tail)
+			q = full
+		}
+		if _, err := pool.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("storage: upsert customers: %w", err)
+		}
+	}
+	return nil
+}
+
+// traitsText is a customer's traits document as bound: "{}" when empty.
+func traitsText(t json.RawMessage) string {
+	if len(t) == 0 {
+		return "{}"
+	}
+	return string(t)
 }
 
 // EnsureCustomers creates an empty profile for each id that has none (an

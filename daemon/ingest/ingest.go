@@ -102,10 +102,7 @@ func (g *Ingester) Run(ctx context.Context, source string, src sdk.Source, info 
 	for ctx.Err() == nil {
 		cursor, _, err := g.store.Cursor(ctx, source)
 		if err == nil {
-			err = src.Pull(ctx, cursor, func(b *sdk.Batch) error {
-				attempt = 0
-				return g.Commit(ctx, v, b)
-			})
+			err = g.pull(ctx, v, src, cursor, func() { attempt = 0 })
 		}
 		if ctx.Err() != nil {
 			return
@@ -125,63 +122,168 @@ func (g *Ingester) Run(ctx context.Context, source string, src sdk.Source, info 
 	}
 }
 
+// Pipeline bounds: batches prepared ahead of the writer, and how much one
+// transaction may take of what is waiting.
+const (
+	pipelineDepth = 4
+	groupBatches  = 8
+	groupRows     = 8192
+)
+
+// Pull streams src from cursor into storage until the stream ends, then
+// returns once everything received is committed. It reads batches in flat
+// form (sdk.PullFlat): while one goroutine validates and encodes a batch,
+// another writes the ones before it, and batches already waiting when a
+// write begins are committed together in one transaction, with the last
+// cursor among them. A restart thus resumes after the last committed batch,
+// as when batches are committed one by one. The first error ends the pull.
+func (g *Ingester) Pull(ctx context.Context, v *Validator, src sdk.Source, cursor string) error {
+	return g.pull(ctx, v, src, cursor, nil)
+}
+
+// pull is Pull; committed, if not nil, is called after each commit, on
+// another goroutine but before pull returns.
+func (g *Ingester) pull(ctx context.Context, v *Validator, src sdk.Source, cursor string, committed func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan *prepared, pipelineDepth)
+	werr := make(chan error, 1)
+	go func() {
+		err := g.write(ctx, v.source, queue, committed)
+		if err != nil {
+			cancel() // stops the pull below
+		}
+		werr <- err
+	}()
+	stream := newFlatStream(v)
+	maps := len(g.observers) > 0
+	err := sdk.PullFlat(ctx, src, cursor, func(b *sdk.FlatBatch) error {
+		g.logPluginProblems(v.source, b.Problems)
+		p, problems := stream.prepare(b, maps)
+		g.logProblems(v.source, problems)
+		select {
+		case queue <- p:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(queue)
+	if wErr := <-werr; wErr != nil {
+		return wErr
+	}
+	return err
+}
+
+// write commits what arrives on queue until it is closed, taking together
+// the batches waiting when a commit starts. After an error it returns at
+// once; the caller stops feeding the queue.
+func (g *Ingester) write(ctx context.Context, source string, queue <-chan *prepared, committed func()) error {
+	var group []*prepared
+	for p := range queue {
+		group = append(group[:0], p)
+		rows := len(p.rows)
+	more:
+		for len(group) < groupBatches && rows < groupRows {
+			select {
+			case q, ok := <-queue:
+				if !ok {
+					break more
+				}
+				group = append(group, q)
+				rows += len(q.rows)
+			default:
+				break more
+			}
+		}
+		if err := g.commit(ctx, source, group); err != nil {
+			return err
+		}
+		if committed != nil {
+			committed()
+		}
+	}
+	return nil
+}
+
 // Commit validates a batch and commits it with its cursor in one
 // transaction, then tells the observers. Bad records are counted, logged with
 // the customer id and field, and skipped; the rest of the batch is kept.
 func (g *Ingester) Commit(ctx context.Context, v *Validator, b *sdk.Batch) error {
-	source := v.source
-	for _, p := range b.Problems {
-		g.m.problems.WithLabelValues(source, "plugin").Inc()
-		g.log.Warn("source skipped a record", "source", source, "customer", p.CustomerID, "field", p.Field, "line", p.Line, "column", p.Column, "problem", p.Message)
-	}
-	ch, problems := v.Batch(b)
-	ch.CaughtUp = b.CaughtUp
-	for _, p := range problems {
-		g.m.problems.WithLabelValues(source, p.Kind).Inc()
-		g.log.Warn("skipped bad input", "source", source, "customer", p.CustomerID, "field", p.Field, "problem", p.Message)
-	}
-	rows, err := Customers(ch.Customers)
+	g.logPluginProblems(v.source, b.Problems)
+	p, problems, err := prepareBatch(v, b)
 	if err != nil {
 		return err
 	}
-	err = g.store.Tx(ctx, func(tx *storage.Tx) error {
-		if err := tx.UpsertCustomers(rows); err != nil {
-			return err
-		}
-		if err := tx.DeleteCustomers(ch.Deletes); err != nil {
-			return err
-		}
-		fresh, err := tx.InsertEvents(ch.Events)
-		if err != nil {
-			return err
-		}
-		ch.Events = fresh
-		if ids := customerIDs(fresh); len(ids) > 0 {
-			if err := tx.EnsureCustomers(ids); err != nil {
+	g.logProblems(v.source, problems)
+	return g.commit(ctx, v.source, []*prepared{p})
+}
+
+func (g *Ingester) logPluginProblems(source string, ps []sdk.Problem) {
+	for _, p := range ps {
+		g.m.problems.WithLabelValues(source, "plugin").Inc()
+		g.log.Warn("source skipped a record", "source", source, "customer", p.CustomerID, "field", p.Field, "line", p.Line, "column", p.Column, "problem", p.Message)
+	}
+}
+
+func (g *Ingester) logProblems(source string, ps []Problem) {
+	for _, p := range ps {
+		g.m.problems.WithLabelValues(source, p.Kind).Inc()
+		g.log.Warn("skipped bad input", "source", source, "customer", p.CustomerID, "field", p.Field, "problem", p.Message)
+	}
+}
+
+// commit writes prepared batches of a source, in order, in one transaction
+// with the last cursor among them, then tells the observers about each.
+func (g *Ingester) commit(ctx context.Context, source string, group []*prepared) error {
+	err := g.store.Tx(ctx, func(tx *storage.Tx) error {
+		var last *prepared
+		for _, p := range group {
+			ch := p.ch
+			if err := tx.UpsertCustomers(p.rows); err != nil {
 				return err
 			}
+			if err := tx.DeleteCustomers(ch.Deletes); err != nil {
+				return err
+			}
+			fresh, err := tx.InsertEvents(ch.Events)
+			if err != nil {
+				return err
+			}
+			ch.Events = fresh
+			if ids := customerIDs(fresh); len(ids) > 0 {
+				if err := tx.EnsureCustomers(ids); err != nil {
+					return err
+				}
+			}
+			if err := tx.AddRollups(Rollups(fresh)); err != nil {
+				return err
+			}
+			if err := tx.InsertConsents(ch.Consents); err != nil {
+				return err
+			}
+			// An empty cursor means "no new position": keep the stored one.
+			if p.cursor != "" {
+				last = p
+			}
 		}
-		if err := tx.AddRollups(Rollups(fresh)); err != nil {
-			return err
-		}
-		if err := tx.InsertConsents(ch.Consents); err != nil {
-			return err
-		}
-		// An empty cursor means "no new position": keep the stored one.
-		if b.Cursor != "" {
-			return tx.SetCursor(source, b.Cursor, b.CaughtUp)
+		if last != nil {
+			return tx.SetCursor(source, last.cursor, last.caughtUp)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("commit batch from %q: %w", source, err)
 	}
-	g.m.customers.WithLabelValues(source).Add(float64(len(ch.Customers)))
-	g.m.events.WithLabelValues(source, "new").Add(float64(len(ch.Events)))
-	g.m.batches.WithLabelValues(source).Inc()
-	g.reportProgress(source, len(ch.Customers), len(ch.Events), b.CaughtUp)
-	for _, o := range g.observers {
-		o.Committed(ctx, ch)
+	for _, p := range group {
+		ch := p.ch
+		g.m.customers.WithLabelValues(source).Add(float64(len(p.rows)))
+		g.m.events.WithLabelValues(source, "new").Add(float64(len(ch.Events)))
+		g.m.batches.WithLabelValues(source).Inc()
+		g.reportProgress(source, len(p.rows), len(ch.Events), p.caughtUp)
+		for _, o := range g.observers {
+			o.Committed(ctx, ch)
+		}
 	}
 	return nil
 }

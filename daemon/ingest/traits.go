@@ -40,7 +40,8 @@ func Customers(cs []sdk.Customer) ([]storage.Customer, error) {
 			}
 			buf = appendString(buf, k)
 			buf = append(buf, ':')
-			buf = AppendTraitJSON(buf, c.Traits[k])
+			v := c.Traits[k]
+			buf = appendTrait(buf, &v)
 		}
 		buf = append(buf, '}')
 		out = append(out, storage.Customer{ID: c.ID, Traits: buf[start:len(buf):len(buf)]})
@@ -49,7 +50,9 @@ func Customers(cs []sdk.Customer) ([]storage.Customer, error) {
 }
 
 // AppendTraitJSON appends the JSON form of a trait value.
-func AppendTraitJSON(b []byte, v sdk.Value) []byte {
+func AppendTraitJSON(b []byte, v sdk.Value) []byte { return appendTrait(b, &v) }
+
+func appendTrait(b []byte, v *sdk.Value) []byte {
 	switch v.Type {
 	case sdk.TypeString:
 		return appendString(b, v.Str)

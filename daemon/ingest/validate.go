@@ -63,26 +63,25 @@ func (v *Validator) Batch(b *sdk.Batch) (*Changes, []Problem) {
 		traits := make(map[string]sdk.Value, len(c.Traits))
 		for name, val := range c.Traits {
 			want, ok := v.traits[name]
-			switch {
-			case !ok:
-				bad("unknown_trait", c.ID, name, "trait %q is not in the source's schema; it was skipped", name)
-			case !val.Null() && val.Type != want:
-				bad("wrong_type", c.ID, name, "expected a %s, got a %s; the field was skipped", want, val.Type)
-			case val.Type == sdk.TypeTime && (val.Time.Before(earliest) || val.Time.After(latest.AddDate(100, 0, 0))):
-				bad("absurd_time", c.ID, name, "time %s is out of range; the field was skipped", val.Time.UTC().Format(time.RFC3339))
-			default:
+			if checkTrait(c.ID, name, want, ok, &val, latest, bad) {
 				traits[name] = val
 			}
 		}
 		ch.Customers = append(ch.Customers, sdk.Customer{ID: c.ID, Traits: traits})
 	}
-	for _, id := range b.Deletes {
+	v.rest(ch, b.Deletes, b.Events, b.Consents, bad, latest)
+	return ch, problems
+}
+
+// rest validates a batch's deletes, events and consent changes into ch.
+func (v *Validator) rest(ch *Changes, deletes []string, events []sdk.Event, consents []sdk.ConsentChange, bad badFunc, latest time.Time) {
+	for _, id := range deletes {
 		if id != "" {
 			ch.Deletes = append(ch.Deletes, id)
 		}
 	}
-	seenEv := make(map[string]bool, len(b.Events))
-	for _, e := range b.Events {
+	seenEv := make(map[string]bool, len(events))
+	for _, e := range events {
 		switch {
 		case e.CustomerID == "":
 			bad("missing_id", "", "customer_id", "event %q has no customer id; it was skipped", e.ID)
@@ -102,7 +101,7 @@ func (v *Validator) Batch(b *sdk.Batch) (*Changes, []Problem) {
 			})
 		}
 	}
-	for _, c := range b.Consents {
+	for _, c := range consents {
 		status := ""
 		switch c.Status {
 		case sdk.OptIn:
@@ -126,5 +125,23 @@ func (v *Validator) Batch(b *sdk.Batch) (*Changes, []Problem) {
 			})
 		}
 	}
-	return ch, problems
 }
+
+// checkTrait reports whether val may be stored as trait name (of type want
+// in the schema, if known), recording a problem when not.
+func checkTrait(id, name string, want sdk.TraitType, known bool, val *sdk.Value, latest time.Time, bad badFunc) bool {
+	switch {
+	case !known:
+		bad("unknown_trait", id, name, "trait %q is not in the source's schema; it was skipped", name)
+	case !val.Null() && val.Type != want:
+		bad("wrong_type", id, name, "expected a %s, got a %s; the field was skipped", want, val.Type)
+	case val.Type == sdk.TypeTime && (val.Time.Before(earliest) || val.Time.After(latest.AddDate(100, 0, 0))):
+		bad("absurd_time", id, name, "time %s is out of range; the field was skipped", val.Time.UTC().Format(time.RFC3339))
+	default:
+		return true
+	}
+	return false
+}
+
+// badFunc records a problem.
+type badFunc func(kind, id, field, format string, args ...any)

@@ -14,6 +14,7 @@ import (
 
 var (
 	_ sdk.Source           = (*SourceClient)(nil)
+	_ sdk.FlatSource       = (*SourceClient)(nil)
 	_ sdk.SourceWebhooker  = (*SourceClient)(nil)
 	_ sdk.Channel          = (*ChannelClient)(nil)
 	_ sdk.ChannelWebhooker = (*ChannelClient)(nil)
@@ -42,6 +43,21 @@ func (c *SourceClient) Pull(ctx context.Context, cursor string, send func(*sdk.B
 		return err
 	}
 	err = src.Pull(ctx, cursor, send)
+	c.i.report(ctx, gen, err)
+	if err != nil {
+		return fmt.Errorf("source %q: pull: %w", c.i.name, err)
+	}
+	return nil
+}
+
+// PullFlat is Pull with batches in the flat form ingestion consumes
+// (sdk.FlatBatch), decoded from the wire without a map per customer.
+func (c *SourceClient) PullFlat(ctx context.Context, cursor string, send func(*sdk.FlatBatch) error) error {
+	gen, src, _, err := c.i.current(ctx)
+	if err != nil {
+		return err
+	}
+	err = sdk.PullFlat(ctx, src, cursor, send)
 	c.i.report(ctx, gen, err)
 	if err != nil {
 		return fmt.Errorf("source %q: pull: %w", c.i.name, err)

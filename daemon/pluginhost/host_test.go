@@ -24,6 +24,7 @@ import (
 	"github.com/cohortd/cohort/daemon/config"
 	"github.com/cohortd/cohort/daemon/pluginhost"
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
 var (
@@ -289,4 +290,32 @@ type recordingSink struct{}
 func (*recordingSink) SourceBatch(context.Context, string, *sdk.Batch) error { return nil }
 func (*recordingSink) DeliveryEvents(context.Context, string, []sdk.DeliveryEvent) error {
 	return nil
+}
+
+// TestSourcePullFlat pulls a real source plugin (csv) through the host in
+// flat form, as ingestion does, and in map form, and gets the same data.
+func TestSourcePullFlat(t *testing.T) {
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "crm.csv")
+	require.NoError(t, os.WriteFile(csv, []byte("customer_id,email,plan\nc1,ada@example.com,pro\nc2,grace@example.com,\n"), 0o644))
+	bin := sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/csv")
+	h, _ := newHost(t, dir, fmt.Sprintf("sources:\n  crm:\n    plugin: %s\n    config:\n      path: %s\n      id_column: customer_id\n      email: email\n      watch: false\n", bin, csv))
+	ctx := waitCtx(t)
+	require.Empty(t, h.WaitStarted(ctx))
+	src, err := h.Source("crm")
+	require.NoError(t, err)
+
+	var flat []sdk.Customer
+	require.NoError(t, sdk.PullFlat(ctx, src, "", func(b *sdk.FlatBatch) error {
+		flat = append(flat, b.Batch().Customers...)
+		return nil
+	}))
+	var maps []sdk.Customer
+	require.NoError(t, src.Pull(ctx, "", func(b *sdk.Batch) error {
+		maps = append(maps, b.Customers...)
+		return nil
+	}))
+	require.Len(t, flat, 2)
+	require.Equal(t, sdk.String("pro"), flat[0].Traits["plan"])
+	require.Equal(t, maps, flat)
 }
