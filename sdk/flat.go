@@ -54,8 +54,10 @@ func (b *FlatBatch) CustomerTraits(i int) []FlatTrait {
 	return b.Traits[c.Start:c.End]
 }
 
-// Batch returns b in map form, which stays valid after send returns. It
-// shares strings and the Deletes, Events, Consents and Problems slices with b.
+// Batch returns b in map form: its Customers and their maps are new; the
+// strings and the Deletes, Events, Consents and Problems slices are b's.
+// (Batches decoded from a plugin process have those slices to themselves,
+// so their map form outlives send; an in-process source's may not.)
 func (b *FlatBatch) Batch() *Batch {
 	out := &Batch{
 		Deletes:  b.Deletes,
