@@ -9,7 +9,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/cohortd/cohort/daemon/campaign"
 	"github.com/cohortd/cohort/daemon/ingest"
+	"github.com/cohortd/cohort/daemon/message"
 	"github.com/cohortd/cohort/daemon/profile"
 	"github.com/cohortd/cohort/daemon/segment"
 	"github.com/cohortd/cohort/rules"
@@ -31,6 +33,10 @@ func (d *Daemon) boot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rules in %s:\n%w", d.cfg.Path(d.cfg.Rules.Dir), err)
 	}
+	msgs, err := CompileMessages(d.cfg, set, schema)
+	if err != nil {
+		return fmt.Errorf("campaign templates in %s:\n%w", d.cfg.Path(d.cfg.Rules.Dir), err)
+	}
 	store, err := LoadProfiles(ctx, d.db, schema.Rules, d.log)
 	if err != nil {
 		return err
@@ -42,9 +48,24 @@ func (d *Daemon) boot(ctx context.Context) error {
 	d.mu.Lock()
 	d.schema, d.store, d.segmenter = schema, store, seg
 	d.mu.Unlock()
+	camp, err := d.newCampaigns(ctx, schema, set, msgs)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.campaigns = camp
+	d.mu.Unlock()
+	d.sink.setDeliveries(camp.DeliveryEvents)
 	if err := d.fullPass(ctx, nil); err != nil {
 		return err
 	}
+	d.workers.Add(1)
+	go func() {
+		defer d.workers.Done()
+		if err := camp.Run(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("campaigns stopped", "err", err)
+		}
+	}()
 	d.observer.set(&liveUpdater{d: d, store: store, seg: seg, caughtUp: map[string]bool{}})
 	d.sink.start(ctx, &d.workers)
 	d.workers.Add(1)
@@ -77,14 +98,18 @@ func (d *Daemon) boot(ctx context.Context) error {
 // it) and runs a full pass.
 func (d *Daemon) fullPass(ctx context.Context, segments []string) error {
 	d.mu.Lock()
-	store, seg, schema := d.store, d.segmenter, d.schema
+	store, seg, schema, camp := d.store, d.segmenter, d.schema, d.campaigns
 	d.mu.Unlock()
-	if schema.Rules.RFMEvent != "" && seg.Rules().UsesRFM(segments) {
+	set := seg.Rules()
+	if schema.Rules.RFMEvent != "" && set.UsesRFM(segments) {
 		if err := store.ComputeRFM(); err != nil {
 			d.log.Warn("rfm not computed", "err", err)
 		}
 	}
-	_, err := seg.FullPass(ctx, segments)
+	res, err := seg.FullPass(ctx, segments)
+	if err == nil && camp != nil {
+		camp.Notify(campaign.Pass{ID: res.Pass, Full: true, Segments: segments, Set: set})
+	}
 	return err
 }
 
@@ -147,10 +172,24 @@ func (d *Daemon) reloadRules(ctx context.Context) {
 	schema, seg := d.schema, d.segmenter
 	d.mu.Unlock()
 	set, err := LoadRules(d.cfg, schema)
+	var msgs *message.Set
+	if err == nil {
+		msgs, err = CompileMessages(d.cfg, set, schema)
+	}
 	if err != nil {
 		d.m.reloads.WithLabelValues("rejected").Inc()
 		d.log.Error("rules not reloaded: the edit has errors; the last good rules keep running", "err", err)
 		return
+	}
+	d.mu.Lock()
+	camp := d.campaigns
+	d.mu.Unlock()
+	if camp != nil {
+		if err := camp.SetRules(set, msgs); err != nil {
+			d.m.reloads.WithLabelValues("rejected").Inc()
+			d.log.Error("rules not reloaded: the edit has errors; the last good rules keep running", "err", err)
+			return
+		}
 	}
 	seg.SetRules(set)
 	if err := d.schedule(ctx, set); err != nil {
@@ -221,8 +260,17 @@ func (u *liveUpdater) Committed(ctx context.Context, ch *ingest.Changes) {
 	for _, e := range ch.Events {
 		add(e.CustomerID)
 	}
-	if _, err := u.seg.Incremental(ctx, ids); err != nil && ctx.Err() == nil {
+	res, err := u.seg.Incremental(ctx, ids)
+	if err != nil && ctx.Err() == nil {
 		u.d.log.Error("incremental pass failed; the next full pass will catch up", "source", ch.Source, "err", err)
+	}
+	if err == nil && res != nil && res.Pass != 0 {
+		u.d.mu.Lock()
+		camp := u.d.campaigns
+		u.d.mu.Unlock()
+		if camp != nil {
+			camp.Notify(campaign.Pass{ID: res.Pass})
+		}
 	}
 	// When a source first drains its backlog, a full pass brings everything
 	// computed over the whole population (RFM quintiles) up to date.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/cohortd/cohort/daemon/api"
+	"github.com/cohortd/cohort/daemon/campaign"
 	"github.com/cohortd/cohort/daemon/config"
 	"github.com/cohortd/cohort/daemon/ingest"
 	"github.com/cohortd/cohort/daemon/pluginhost"
@@ -75,7 +77,10 @@ type Daemon struct {
 	store     *profile.Store
 	segmenter *segment.Segmenter
 	scheduler *segment.Scheduler
+	campaigns *campaign.Engine
+	now       func() time.Time
 	booted    atomic.Bool
+	unsub     atomic.Pointer[http.Handler]
 
 	// work is cancelled at shutdown, before plugins and storage close;
 	// background goroutines are tracked by workers.
@@ -91,7 +96,7 @@ type Daemon struct {
 func New(cfg *config.Config, log *slog.Logger) *Daemon {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Daemon{cfg: cfg, log: log, registry: reg, ready: make(chan struct{}), m: newDaemonMetrics(reg)}
+	return &Daemon{cfg: cfg, log: log, registry: reg, ready: make(chan struct{}), m: newDaemonMetrics(reg), now: time.Now}
 }
 
 // Registry is the Prometheus registry every part adds its series to.
@@ -182,6 +187,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.ingest = ingest.New(d.db, d.log, d.registry, ingest.Options{}, &d.observer)
 	d.sink = &webhookSink{ingest: d.ingest, validators: map[string]*ingest.Validator{}}
 	d.http.Handle("/webhooks/{instance}/{rest...}", "webhooks", d.plugins.WebhookHandler(d.cfg.HTTP.PublicURL, d.sink))
+	d.http.Handle("/unsubscribe", "unsubscribe", d.unsubscribeHandler())
 	d.work, d.stopWork = context.WithCancel(context.WithoutCancel(ctx))
 	return nil
 }

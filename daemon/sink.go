@@ -26,6 +26,7 @@ type webhookSink struct {
 	mu         sync.Mutex
 	validators map[string]*ingest.Validator
 	group      *groupCommitter // made on first use
+	deliveries func(ctx context.Context, instance string, evs []sdk.DeliveryEvent) error
 }
 
 func (s *webhookSink) committer() *groupCommitter {
@@ -72,10 +73,23 @@ func (s *webhookSink) commit(ctx context.Context, source string, b *sdk.Batch) e
 	return s.ingest.Commit(ctx, v, b)
 }
 
-func (s *webhookSink) DeliveryEvents(context.Context, string, []sdk.DeliveryEvent) error {
-	// Refused rather than dropped: providers retry until delivery tracking
-	// (the outbox) is enabled.
-	return errors.New("delivery tracking is not enabled in this version")
+// DeliveryEvents records a channel webhook's delivery events with the
+// campaign engine. Before the engine runs they are refused rather than
+// dropped (the webhook answers 503 and providers retry).
+func (s *webhookSink) DeliveryEvents(ctx context.Context, instance string, evs []sdk.DeliveryEvent) error {
+	s.mu.Lock()
+	f := s.deliveries
+	s.mu.Unlock()
+	if f == nil {
+		return errors.New("delivery events not recorded: the daemon is starting; retry later")
+	}
+	return f(ctx, instance, evs)
+}
+
+func (s *webhookSink) setDeliveries(f func(ctx context.Context, instance string, evs []sdk.DeliveryEvent) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deliveries = f
 }
 
 const (

@@ -33,6 +33,7 @@ type Config struct {
 	Plugins  Plugins   `yaml:"plugins"`
 	Sources  Instances `yaml:"sources"`
 	Channels Instances `yaml:"channels"`
+	Messages Messages  `yaml:"messages"`
 
 	// File is the path the config was read from; Dir its directory. Relative
 	// paths in the config (SQLite file, rules dir, plugin binaries) resolve
@@ -73,6 +74,31 @@ type RFM struct {
 	// Event is the event whose recency, count and value sum are ranked
 	// (e.g. purchase); empty disables rfm.* in rules.
 	Event string `yaml:"event"`
+}
+
+// Messages holds what every message carries and how sends are governed.
+type Messages struct {
+	// From and ReplyTo are the email sender and reply address.
+	From    string `yaml:"from"`
+	ReplyTo string `yaml:"reply_to"`
+	// PostalAddress is the sender's postal address (CAN-SPAM), available
+	// to templates as {{postal_address}}.
+	PostalAddress string `yaml:"postal_address"`
+	// UnsubscribeSecret signs unsubscribe links (at least 32 bytes); empty:
+	// one is generated and kept in the database, shared by every daemon.
+	UnsubscribeSecret string `yaml:"unsubscribe_secret"`
+	// UnsubscribeTTL is how long an unsubscribe link stays valid (at least
+	// 60 days; default 90 days).
+	UnsubscribeTTL time.Duration `yaml:"unsubscribe_ttl"`
+	// Consent is opt_in (default: message only customers whose latest
+	// consent record for the channel kind is an opt-in) or opt_out
+	// (everyone not opted out).
+	Consent string `yaml:"consent"`
+	// MaxAttempts bounds sends of one message on retryable errors.
+	MaxAttempts int `yaml:"max_attempts"`
+	// UnknownTTL is how long a message whose outcome is unknown waits for
+	// the provider's delivery events before it is reported unresolved.
+	UnknownTTL time.Duration `yaml:"unknown_ttl"`
 }
 
 // Log configures logging.
@@ -235,6 +261,18 @@ func (c *Config) applyDefaults() {
 	if c.Rules.Dir == "" {
 		c.Rules.Dir = "rules"
 	}
+	if c.Messages.UnsubscribeTTL == 0 {
+		c.Messages.UnsubscribeTTL = 90 * 24 * time.Hour
+	}
+	if c.Messages.Consent == "" {
+		c.Messages.Consent = "opt_in"
+	}
+	if c.Messages.MaxAttempts == 0 {
+		c.Messages.MaxAttempts = 8
+	}
+	if c.Messages.UnknownTTL == 0 {
+		c.Messages.UnknownTTL = 72 * time.Hour
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -318,6 +356,23 @@ func (c *Config) validate(root *yaml.Node) error {
 	case "auto", "text", "json":
 	default:
 		return at("log.format", "%q is not a log format: use auto, text or json", c.Log.Format)
+	}
+	if s := c.Messages.UnsubscribeSecret; s != "" && len(s) < 32 {
+		return at("messages.unsubscribe_secret", "is %d bytes; use at least 32 random bytes (e.g. `openssl rand -base64 48`), or leave it out to have one generated", len(s))
+	}
+	if c.Messages.UnsubscribeTTL < 60*24*time.Hour {
+		return at("messages.unsubscribe_ttl", "is %s; unsubscribe links must stay valid at least 60 days (1440h)", c.Messages.UnsubscribeTTL)
+	}
+	switch c.Messages.Consent {
+	case "opt_in", "opt_out":
+	default:
+		return at("messages.consent", "%q is not allowed: use opt_in (message only customers who opted in) or opt_out (everyone not opted out)", c.Messages.Consent)
+	}
+	if c.Messages.MaxAttempts < 1 {
+		return at("messages.max_attempts", "must be 1 or more")
+	}
+	if c.Messages.UnknownTTL < 0 {
+		return at("messages.unknown_ttl", "must be positive")
 	}
 	seen := map[string]string{}
 	for _, group := range []struct {

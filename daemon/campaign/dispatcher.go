@@ -1,0 +1,504 @@
+package campaign
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"sort"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/cohortd/cohort/daemon/ingest"
+	"github.com/cohortd/cohort/daemon/message"
+	"github.com/cohortd/cohort/daemon/unsubscribe"
+	"github.com/cohortd/cohort/rules"
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/storage"
+)
+
+// dispatcher sends one channel's due rows; Concurrency workers share it.
+type dispatcher struct {
+	e       *Engine
+	ch      *Channel
+	limiter *rate.Limiter
+	batch   int
+}
+
+func newDispatcher(e *Engine, ch *Channel) *dispatcher {
+	d := &dispatcher{e: e, ch: ch, batch: max(ch.Batch, 1)}
+	if ch.Rate > 0 {
+		d.limiter = rate.NewLimiter(rate.Limit(ch.Rate), d.batch)
+	}
+	return d
+}
+
+func (d *dispatcher) loop(ctx context.Context) {
+	wake := d.e.wake[d.ch.Name]
+	for ctx.Err() == nil {
+		n, err := d.once(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.e.log.Error("dispatch failed; retrying", "channel", d.ch.Name, "err", err)
+		}
+		if n > 0 && err == nil {
+			continue
+		}
+		t := time.NewTimer(d.e.opt.Poll)
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// claimed is a row this dispatcher holds a lease on, with what rendering
+// needs.
+type claimed struct {
+	row    storage.OutboxRow
+	traits map[string]sdk.Value
+	to     string
+}
+
+// once claims one batch, sends it and records the outcomes. It returns how
+// many rows it claimed or settled.
+func (d *dispatcher) once(ctx context.Context) (int, error) {
+	if d.ch.Ready != nil && !d.ch.Ready() {
+		return 0, nil
+	}
+	if d.limiter != nil {
+		if err := d.limiter.WaitN(ctx, d.batch); err != nil {
+			return 0, nil
+		}
+	}
+	now := d.e.opt.Now()
+	token := newToken()
+	rows, settled, err := d.claim(ctx, now, token)
+	if err != nil || len(rows) == 0 {
+		return settled, err
+	}
+	d.send(ctx, rows, token)
+	return len(rows) + settled, nil
+}
+
+func newToken() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// claim takes up to a batch of due rows in one transaction, applying the
+// send-time policies to each: blocked rows are skipped, capped and quiet
+// rows deferred, the rest move to sending under this lease.
+func (d *dispatcher) claim(ctx context.Context, now time.Time, token string) ([]claimed, int, error) {
+	e := d.e
+	pl := e.plan.Load()
+	types := e.traitTypes()
+	pol := pl.policies[d.ch.Kind]
+	var (
+		out     []claimed
+		settled int
+	)
+	type deferral struct {
+		at     time.Time
+		reason string
+	}
+	var (
+		finish map[string][]int64
+		defers map[deferral][]int64
+		rowOf  map[int64]storage.OutboxRow
+	)
+	err := e.db.Tx(ctx, func(tx *storage.Tx) error {
+		out, settled = out[:0], 0
+		finish, defers = map[string][]int64{}, map[deferral][]int64{}
+		rows, err := tx.DueOutbox(d.ch.Name, now, d.batch)
+		rowOf = make(map[int64]storage.OutboxRow, len(rows))
+		for _, r := range rows {
+			rowOf[r.ID] = r
+		}
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		ids := make([]string, 0, len(rows))
+		for _, r := range rows {
+			ids = append(ids, r.CustomerID)
+		}
+		ids = uniq(ids)
+		if err := tx.LockContacts(d.ch.Kind, ids); err != nil {
+			return err
+		}
+		custs, err := tx.CustomersByID(ids)
+		if err != nil {
+			return err
+		}
+		consents, err := tx.ConsentsOf(ids)
+		if err != nil {
+			return err
+		}
+		traits := make(map[string]map[string]sdk.Value, len(custs))
+		addr := map[string]string{}
+		loc := map[string]*time.Location{}
+		hashes := make([]string, 0, 2*len(ids))
+		for id, c := range custs {
+			vals, _, err := ingest.TraitsFromJSON(c.Traits, types)
+			if err != nil {
+				vals = map[string]sdk.Value{}
+			}
+			traits[id] = vals
+			addr[id] = e.address(d.ch.Kind, vals)
+			loc[id] = e.location(vals)
+			hashes = append(hashes, CustomerHash(id))
+			if addr[id] != "" {
+				hashes = append(hashes, AddressHash(addr[id]))
+			}
+		}
+		sup, err := tx.Suppressions(d.ch.Kind, hashes)
+		if err != nil {
+			return err
+		}
+		var recent map[string][]time.Time
+		if pol != nil && pol.Cap != nil {
+			// Any recipient's window starts at most Days+1 days back in UTC.
+			recent, err = tx.RecentContacts(d.ch.Kind, ids, now.AddDate(0, 0, -pol.Cap.Days-1))
+			if err != nil {
+				return err
+			}
+		}
+		var take []int64
+		byID := map[int64]claimed{}
+		for _, r := range rows {
+			c := pl.campaigns[r.Campaign]
+			switch {
+			case c == nil:
+				finish[ReasonNoCampaign] = append(finish[ReasonNoCampaign], r.ID)
+				continue
+			case c.Status == rules.StatusEnded:
+				finish[ReasonEnded] = append(finish[ReasonEnded], r.ID)
+				continue
+			case c.Status == rules.StatusPaused:
+				k := deferral{now.Add(time.Minute), ReasonPaused}
+				defers[k] = append(defers[k], r.ID)
+				continue
+			}
+			vals, ok := traits[r.CustomerID]
+			if !ok {
+				finish["customer deleted"] = append(finish["customer deleted"], r.ID)
+				continue
+			}
+			if why := Consented(consents[r.CustomerID], d.ch.Kind, e.opt.Messages.Consent); why != "" {
+				finish[why] = append(finish[why], r.ID)
+				continue
+			}
+			if s, ok := sup[CustomerHash(r.CustomerID)]; ok {
+				why := ReasonSuppressed + ": " + s.Reason
+				finish[why] = append(finish[why], r.ID)
+				continue
+			}
+			to := addr[r.CustomerID]
+			if to == "" && d.ch.Kind != "webhook" {
+				finish[ReasonNoAddress] = append(finish[ReasonNoAddress], r.ID)
+				continue
+			}
+			if s, ok := sup[AddressHash(to)]; ok && to != "" {
+				why := ReasonSuppressed + ": " + s.Reason
+				finish[why] = append(finish[why], r.ID)
+				continue
+			}
+			if pol != nil {
+				l := loc[r.CustomerID]
+				if until, quiet := QuietUntil(pol.QuietHours, now, l); quiet {
+					k := deferral{until, ReasonQuietHours}
+					defers[k] = append(defers[k], r.ID)
+					continue
+				}
+				if until, capped := CapUntil(pol.Cap, recent[r.CustomerID], now, l); capped {
+					k := deferral{until, ReasonCap}
+					defers[k] = append(defers[k], r.ID)
+					continue
+				}
+				if recent != nil {
+					recent[r.CustomerID] = append(recent[r.CustomerID], now)
+				}
+			}
+			take = append(take, r.ID)
+			byID[r.ID] = claimed{row: r, traits: vals, to: to}
+		}
+		for why, ids := range finish {
+			if err := tx.Finish(ids, storage.OutboxSkipped, why, now); err != nil {
+				return err
+			}
+			settled += len(ids)
+		}
+		for k, ids := range defers {
+			if err := tx.Defer(ids, k.at, k.reason); err != nil {
+				return err
+			}
+			settled += len(ids)
+		}
+		got, err := tx.Claim(take, token, now, now.Add(2*d.ch.Timeout))
+		if err != nil {
+			return err
+		}
+		sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+		for _, id := range got {
+			c := byID[id]
+			c.row.State, c.row.LeaseToken = storage.OutboxSending, token
+			out = append(out, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	for why, ids := range finish {
+		for _, id := range ids {
+			r := rowOf[id]
+			e.m.messages.WithLabelValues(r.Campaign, r.Arm, d.ch.Name, storage.OutboxSkipped).Inc()
+			e.log.Info("message skipped", "campaign", r.Campaign, "variant", r.Arm, "channel", d.ch.Name,
+				"customer", r.CustomerID, "key", r.Key, "reason", why)
+		}
+	}
+	for k, ids := range defers {
+		for _, id := range ids {
+			r := rowOf[id]
+			e.m.deferred.WithLabelValues(r.Campaign, d.ch.Name, k.reason).Inc()
+			e.log.Debug("message deferred", "campaign", r.Campaign, "variant", r.Arm, "channel", d.ch.Name,
+				"customer", r.CustomerID, "key", r.Key, "reason", k.reason, "not_before", k.at.UTC())
+		}
+	}
+	return out, settled, nil
+}
+
+// send renders and sends claimed rows and records their outcomes.
+func (d *dispatcher) send(ctx context.Context, rows []claimed, token string) {
+	e := d.e
+	pl := e.plan.Load()
+	now := e.opt.Now()
+	msgs := make([]sdk.Message, 0, len(rows))
+	byKey := make(map[string]*claimed, len(rows))
+	var comps []storage.Completion
+	for i := range rows {
+		c := &rows[i]
+		byKey[c.row.Key] = c
+		m, err := e.compose(pl, c, now)
+		if err != nil {
+			comps = append(comps, storage.Completion{ID: c.row.ID, Token: token, State: storage.OutboxFailed, Reason: err.Error()})
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(msgs) > 0 {
+		// The call outlives a stopping daemon's context: an abandoned call
+		// would leave its rows unknown when the answer may be moments away.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.ch.Timeout+5*time.Second)
+		results, err := d.ch.Send(cctx, msgs)
+		cancel()
+		comps = append(comps, d.outcomes(msgs, byKey, results, err, token)...)
+	}
+	applied, err := e.db.Complete(context.WithoutCancel(ctx), comps, e.opt.Now())
+	if err != nil {
+		e.log.Error("outcomes not recorded; the rows stay sending until their leases end and are then reported unknown",
+			"channel", d.ch.Name, "rows", len(comps), "err", err)
+		return
+	}
+	d.record(comps, applied, byKey)
+}
+
+// compose renders one message.
+func (e *Engine) compose(pl *plan, c *claimed, now time.Time) (sdk.Message, error) {
+	r := c.row
+	data := message.Data{CustomerID: r.CustomerID, Campaign: r.Campaign, Variant: r.Arm,
+		Traits: message.Traits(c.traits), PostalAddress: e.opt.Messages.PostalAddress}
+	var headers []sdk.Header
+	if e.opt.Signer != nil && r.Kind != "webhook" {
+		u := e.opt.Signer.URL(e.opt.Messages.PublicURL, unsubscribe.Claims{CustomerID: r.CustomerID, Kind: r.Kind, Campaign: r.Campaign, Issued: now})
+		data.UnsubscribeURL = u
+		if r.Kind == "email" {
+			headers = unsubscribe.Headers(u)
+		}
+	}
+	if pl.msgs == nil {
+		return sdk.Message{}, fmt.Errorf("%s: no templates compiled", ReasonRender)
+	}
+	content, err := pl.msgs.Render(r.Campaign, r.Arm, data)
+	if err != nil {
+		return sdk.Message{}, fmt.Errorf("%s: %w", ReasonRender, err)
+	}
+	m := sdk.Message{Key: r.Key, CustomerID: r.CustomerID, To: c.to, Subject: content.Subject, Text: content.Text, HTML: content.HTML,
+		Headers: headers, Metadata: map[string]string{"campaign": r.Campaign, "variant": r.Arm}}
+	if r.Kind == "email" {
+		m.From, m.ReplyTo = e.opt.Messages.From, e.opt.Messages.ReplyTo
+	}
+	return m, nil
+}
+
+// outcomes maps a Send's answer to completions.
+func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, results []sdk.Result, callErr error, token string) []storage.Completion {
+	e := d.e
+	now := e.opt.Now()
+	comps := make([]storage.Completion, 0, len(msgs))
+	if callErr != nil {
+		notSent := errors.Is(callErr, ErrNotSent)
+		state, reason := storage.OutboxUnknown, "call failed: "+callErr.Error()
+		switch {
+		case notSent:
+			state, reason = storage.OutboxPending, ""
+		case d.ch.Resend:
+			state = storage.OutboxPending
+		}
+		for _, m := range msgs {
+			c := byKey[m.Key]
+			comp := storage.Completion{ID: c.row.ID, Token: token, State: state, Reason: reason}
+			if state == storage.OutboxPending {
+				comp = d.retry(c, comp, 0, "call failed: "+callErr.Error(), now)
+			}
+			comps = append(comps, comp)
+		}
+		e.log.Warn("channel call failed", "channel", d.ch.Name, "messages", len(msgs), "outcome", state, "err", callErr)
+		return comps
+	}
+	got := make(map[string]sdk.Result, len(results))
+	for _, r := range results {
+		got[r.Key] = r
+	}
+	for _, m := range msgs {
+		c := byKey[m.Key]
+		comp := storage.Completion{ID: c.row.ID, Token: token}
+		r, ok := got[m.Key]
+		if !ok {
+			r = sdk.Result{Status: sdk.OutcomeUnknown, Reason: "the plugin returned no result for this message"}
+		}
+		reason := r.Reason
+		if r.Code != "" {
+			reason = r.Code + ": " + reason
+		}
+		switch r.Status {
+		case sdk.Accepted:
+			comp.State, comp.ProviderID = storage.OutboxSent, r.ProviderID
+		case sdk.Retryable:
+			comp = d.retry(c, comp, r.RetryAfter, reason, now)
+		case sdk.Permanent:
+			comp.State, comp.Reason = storage.OutboxFailed, reason
+		case sdk.Suppress:
+			comp.State, comp.Reason = storage.OutboxSkipped, ReasonSuppressed+": "+reason
+			e.suppressAddress(d.ch.Kind, m.To, "provider: "+reason, d.ch.Name)
+		default:
+			comp.State, comp.Reason = storage.OutboxUnknown, reason
+			if d.ch.Resend {
+				comp = d.retry(c, comp, 0, reason, now)
+			}
+		}
+		comps = append(comps, comp)
+	}
+	return comps
+}
+
+// retry makes a completion a retry with jittered exponential backoff (at
+// least retryAfter), or a failure once attempts are exhausted.
+func (d *dispatcher) retry(c *claimed, comp storage.Completion, retryAfter time.Duration, reason string, now time.Time) storage.Completion {
+	attempts := c.row.Attempts + 1 // the claim counted this one
+	if attempts >= d.e.opt.Messages.MaxAttempts {
+		comp.State, comp.Reason = storage.OutboxFailed, fmt.Sprintf("%s after %d attempts: %s", ReasonRetries, attempts, reason)
+		return comp
+	}
+	base := time.Second * time.Duration(math.Pow(2, float64(attempts-1)))
+	base = min(base, 10*time.Minute)
+	wait := base/2 + time.Duration(mrand.Int64N(int64(base/2)+1))
+	wait = max(wait, retryAfter)
+	comp.State, comp.Reason, comp.NotBefore = storage.OutboxPending, reason, now.Add(wait)
+	return comp
+}
+
+// record counts and logs the outcomes that were applied.
+func (d *dispatcher) record(comps []storage.Completion, applied []int64, byKey map[string]*claimed) {
+	ok := make(map[int64]bool, len(applied))
+	for _, id := range applied {
+		ok[id] = true
+	}
+	rowByID := make(map[int64]*claimed, len(byKey))
+	for _, c := range byKey {
+		rowByID[c.row.ID] = c
+	}
+	stale := 0
+	counts := map[[3]string]int{}
+	for _, c := range comps {
+		if !ok[c.ID] {
+			stale++
+			continue
+		}
+		r := rowByID[c.ID]
+		outcome := c.State
+		if outcome == storage.OutboxPending {
+			outcome = "retry"
+		}
+		counts[[3]string{r.row.Campaign, r.row.Arm, outcome}]++
+		if c.State != storage.OutboxSent {
+			d.e.log.Info("message outcome", "campaign", r.row.Campaign, "variant", r.row.Arm, "channel", d.ch.Name,
+				"customer", r.row.CustomerID, "key", r.row.Key, "outcome", outcome, "reason", c.Reason)
+		}
+	}
+	for k, n := range counts {
+		d.e.m.messages.WithLabelValues(k[0], k[1], d.ch.Name, k[2]).Add(float64(n))
+	}
+	if stale > 0 {
+		d.e.log.Warn("late outcomes ignored: their leases had been taken over", "channel", d.ch.Name, "rows", stale)
+	}
+}
+
+// address is a customer's address on a channel kind.
+func (e *Engine) address(kind string, vals map[string]sdk.Value) string {
+	var name string
+	switch kind {
+	case "email":
+		name = e.opt.Contacts.Email
+	case "sms":
+		name = e.opt.Contacts.Phone
+	default:
+		return ""
+	}
+	if v, ok := vals[name]; ok && v.Type == sdk.TypeString {
+		return v.Str
+	}
+	return ""
+}
+
+// location is a customer's time zone (the timezone trait, else the config's).
+func (e *Engine) location(vals map[string]sdk.Value) *time.Location {
+	if e.opt.Contacts.Timezone != "" {
+		if v, ok := vals[e.opt.Contacts.Timezone]; ok && v.Type == sdk.TypeString && v.Str != "" {
+			if l, err := loadLocation(v.Str); err == nil {
+				return l
+			}
+		}
+	}
+	return e.opt.Location
+}
+
+// suppressAddress adds an address to the suppression list.
+func (e *Engine) suppressAddress(kind, addr, reason, source string) {
+	if addr == "" {
+		return
+	}
+	err := e.db.AddSuppressions(context.Background(), []storage.Suppression{{Kind: kind, Hash: AddressHash(addr), Reason: reason,
+		Source: source, Created: e.opt.Now()}})
+	if err != nil {
+		e.log.Error("suppression not recorded", "kind", kind, "source", source, "err", err)
+	}
+}
+
+func uniq(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}

@@ -1,0 +1,113 @@
+package campaign
+
+import (
+	"sort"
+	"time"
+
+	"github.com/cohortd/cohort/rules"
+	"github.com/cohortd/cohort/storage"
+)
+
+// ConsentMode says who may be messaged on a channel kind.
+type ConsentMode string
+
+const (
+	// ConsentOptIn (the default) messages only customers whose latest
+	// consent record for the kind (or "all") is an opt-in.
+	ConsentOptIn ConsentMode = "opt_in"
+	// ConsentOptOut messages everyone whose latest record is not an opt-out.
+	ConsentOptOut ConsentMode = "opt_out"
+)
+
+// Skip and deferral reasons recorded on outbox rows.
+const (
+	ReasonNoConsent   = "consent: no opt-in for this channel kind"
+	ReasonOptedOut    = "consent: opted out"
+	ReasonSuppressed  = "suppressed"
+	ReasonNoAddress   = "no address"
+	ReasonCap         = "frequency cap"
+	ReasonQuietHours  = "quiet hours"
+	ReasonPaused      = "campaign paused"
+	ReasonEnded       = "campaign ended"
+	ReasonNoCampaign  = "campaign removed from the rules"
+	ReasonRender      = "template"
+	ReasonRetries     = "retries exhausted"
+	ReasonLeaseExpiry = "lease expired during the call: the provider may have the message"
+)
+
+// Consented applies the consent records of one customer (oldest first) to a
+// channel kind: the latest record of the kind or of "all" decides, by the
+// time the source gives it, so a stale opt-in (an old CRM export) never
+// lifts a newer unsubscribe. It returns "" when the customer may be
+// messaged, else the skip reason.
+func Consented(records []storage.Consent, kind string, mode ConsentMode) string {
+	var latest *storage.Consent
+	for i := range records {
+		r := &records[i]
+		if r.Kind != kind && r.Kind != "all" {
+			continue
+		}
+		if latest == nil || !r.Time.Before(latest.Time) {
+			latest = r
+		}
+	}
+	switch {
+	case latest != nil && latest.Status == storage.ConsentOptOut:
+		return ReasonOptedOut
+	case latest != nil && latest.Status == storage.ConsentOptIn:
+		return ""
+	case mode == ConsentOptOut:
+		return ""
+	}
+	return ReasonNoConsent
+}
+
+// QuietUntil reports whether now falls in the quiet hours in loc and, if so,
+// the moment they end (the next allowed send time).
+func QuietUntil(q *rules.QuietHours, now time.Time, loc *time.Location) (time.Time, bool) {
+	if q == nil {
+		return time.Time{}, false
+	}
+	local := now.In(loc)
+	if !q.Contains(local) {
+		return time.Time{}, false
+	}
+	end := time.Date(local.Year(), local.Month(), local.Day(), q.End/60, q.End%60, 0, 0, loc)
+	if !end.After(local) {
+		end = time.Date(local.Year(), local.Month(), local.Day()+1, q.End/60, q.End%60, 0, 0, loc)
+	}
+	return end, true
+}
+
+// CapStart is where a cap of days calendar days starts in loc: local
+// midnight days-1 days before now's local day.
+func CapStart(days int, now time.Time, loc *time.Location) time.Time {
+	l := now.In(loc)
+	return time.Date(l.Year(), l.Month(), l.Day()-(days-1), 0, 0, 0, 0, loc)
+}
+
+// CapUntil applies a frequency cap to the times of the customer's counted
+// messages (sent, sending, unknown) of the kind: when Count of them fall in
+// the last Days calendar days of loc, it returns the local midnight at which
+// enough of them leave the window for one more.
+func CapUntil(c *rules.Cap, sent []time.Time, now time.Time, loc *time.Location) (time.Time, bool) {
+	if c == nil || c.Count <= 0 {
+		return time.Time{}, false
+	}
+	start := CapStart(c.Days, now, loc)
+	var in []time.Time
+	for _, t := range sent {
+		if !t.Before(start) {
+			in = append(in, t)
+		}
+	}
+	if len(in) < c.Count {
+		return time.Time{}, false
+	}
+	sort.Slice(in, func(i, j int) bool { return in[i].Before(in[j]) })
+	// Dropping in[0..k] leaves Count-1: they all leave the window when the
+	// day after in[k]'s local day + Days-1 begins.
+	k := len(in) - c.Count
+	d := in[k].In(loc)
+	return time.Date(d.Year(), d.Month(), d.Day()+c.Days, 0, 0, 0, 0, loc), true
+}

@@ -1,0 +1,945 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"time"
+)
+
+// Outbox states (DESIGN.md section 6).
+const (
+	OutboxPending = "pending"
+	OutboxSending = "sending"
+	OutboxSent    = "sent"
+	OutboxFailed  = "failed"
+	OutboxSkipped = "skipped"
+	OutboxUnknown = "unknown"
+)
+
+// CampaignState is what the planner keeps per campaign.
+type CampaignState struct {
+	Campaign string
+	// Fingerprint identifies the definition (segment rule, trigger) the
+	// baseline was taken for; a new one starts a new baseline.
+	Fingerprint string
+	// Cursor is the last segment_changes seq the campaign has read.
+	Cursor   int64
+	Baseline time.Time
+	// LastCron is the last cron fire turned into occurrences.
+	LastCron time.Time
+	// Weights identifies the variant weights of the current Epoch.
+	Weights string
+	Epoch   int
+	// Winner is the variant new entrants get once the winner test decided.
+	Winner string
+	// Experiment is the winner test's persisted state (JSON).
+	Experiment []byte
+}
+
+// CampaignStates returns every campaign's state by name.
+func (db *DB) CampaignStates(ctx context.Context) (map[string]CampaignState, error) {
+	rows, err := db.session(ctx).Raw(`SELECT campaign, fingerprint, cursor, baseline_ms, last_cron_ms, weights, epoch, winner, experiment
+		FROM campaign_state`).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: campaign states: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]CampaignState{}
+	for rows.Next() {
+		var (
+			s          CampaignState
+			base, cron int64
+			epoch      int64
+			experiment string
+		)
+		if err := rows.Scan(&s.Campaign, &s.Fingerprint, &s.Cursor, &base, &cron, &s.Weights, &epoch, &s.Winner, &experiment); err != nil {
+			return nil, fmt.Errorf("storage: campaign states: %w", err)
+		}
+		s.Baseline, s.Epoch, s.Experiment = msTime(base), int(epoch), []byte(experiment)
+		if cron != 0 {
+			s.LastCron = msTime(cron)
+		}
+		out[s.Campaign] = s
+	}
+	return out, rows.Err()
+}
+
+// PutCampaignState inserts or replaces a campaign's state.
+func (tx *Tx) PutCampaignState(s CampaignState) error {
+	err := tx.g.Exec(`INSERT INTO campaign_state (campaign, fingerprint, cursor, baseline_ms, last_cron_ms, weights, epoch, winner, experiment, updated_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (campaign) DO UPDATE SET fingerprint = excluded.fingerprint, cursor = excluded.cursor,
+			baseline_ms = excluded.baseline_ms, last_cron_ms = excluded.last_cron_ms, weights = excluded.weights,
+			epoch = excluded.epoch, winner = excluded.winner, experiment = excluded.experiment, updated_ms = excluded.updated_ms`,
+		s.Campaign, s.Fingerprint, s.Cursor, timeMS(s.Baseline), timeMS(s.LastCron), s.Weights, s.Epoch, s.Winner,
+		string(s.Experiment), time.Now().UnixMilli()).Error
+	if err != nil {
+		return fmt.Errorf("storage: campaign %q state: %w", s.Campaign, err)
+	}
+	return nil
+}
+
+// PutCampaignState is Tx.PutCampaignState in its own transaction.
+func (db *DB) PutCampaignState(ctx context.Context, s CampaignState) error {
+	return db.Tx(ctx, func(tx *Tx) error { return tx.PutCampaignState(s) })
+}
+
+// LastSegmentSeq is the highest segment_changes seq of a segment written by
+// a pass up to and including pass (0 if none).
+func (db *DB) LastSegmentSeq(ctx context.Context, segment string, pass int64) (int64, error) {
+	var seq sql.NullInt64
+	err := db.session(ctx).Raw("SELECT MAX(seq) FROM segment_changes WHERE segment = ? AND pass <= ?", segment, pass).Scan(&seq).Error
+	if err != nil {
+		return 0, fmt.Errorf("storage: last change of segment %q: %w", segment, err)
+	}
+	return seq.Int64, nil
+}
+
+// SegmentChangesOf returns up to limit changes of one segment after seq.
+func (db *DB) SegmentChangesOf(ctx context.Context, segment string, after int64, limit int) ([]SegmentChange, error) {
+	rows, err := db.session(ctx).Raw(`SELECT seq, segment, customer_id, change, at, pass FROM segment_changes
+		WHERE segment = ? AND seq > ? ORDER BY seq LIMIT ?`, segment, after, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: changes of segment %q: %w", segment, err)
+	}
+	defer rows.Close()
+	var out []SegmentChange
+	for rows.Next() {
+		var c SegmentChange
+		if err := rows.Scan(&c.Seq, &c.Segment, &c.CustomerID, &c.Change, &c.At, &c.Pass); err != nil {
+			return nil, fmt.Errorf("storage: changes of segment %q: %w", segment, err)
+		}
+		c.At = c.At.UTC()
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Assignment is a customer's arm in a campaign, fixed at first assignment.
+type Assignment struct {
+	Campaign   string
+	CustomerID string
+	// Arm is a variant name, or "holdout".
+	Arm      string
+	Holdout  bool
+	Epoch    int
+	Assigned time.Time
+	// Last is the customer's latest occurrence; Occurrences counts them.
+	Last        time.Time
+	Occurrences int
+}
+
+// Assignments returns the stored assignments of customers in a campaign.
+func (tx *Tx) Assignments(campaign string, ids []string) (map[string]Assignment, error) {
+	out := make(map[string]Assignment, len(ids))
+	for lo := 0; lo < len(ids); lo += 500 {
+		hi := min(lo+500, len(ids))
+		rows, err := tx.g.Raw(`SELECT customer_id, arm, holdout, epoch, assigned_ms, last_ms, occurrences FROM campaign_assignments
+			WHERE campaign = ? AND customer_id IN ?`, campaign, ids[lo:hi]).Rows()
+		if err != nil {
+			return nil, fmt.Errorf("storage: assignments of %q: %w", campaign, err)
+		}
+		for rows.Next() {
+			a := Assignment{Campaign: campaign}
+			var holdout, epoch, assigned, last, n int64
+			if err := rows.Scan(&a.CustomerID, &a.Arm, &holdout, &epoch, &assigned, &last, &n); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: assignments of %q: %w", campaign, err)
+			}
+			a.Holdout, a.Epoch, a.Assigned, a.Last, a.Occurrences = holdout != 0, int(epoch), msTime(assigned), msTime(last), int(n)
+			out[a.CustomerID] = a
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("storage: assignments of %q: %w", campaign, err)
+		}
+	}
+	return out, nil
+}
+
+// Assignment returns one customer's assignment, or ErrNotFound.
+func (db *DB) Assignment(ctx context.Context, campaign, customerID string) (Assignment, error) {
+	var a Assignment
+	err := db.Tx(ctx, func(tx *Tx) error {
+		m, err := tx.Assignments(campaign, []string{customerID})
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if a, ok = m[customerID]; !ok {
+			return fmt.Errorf("customer %q in campaign %q: %w", customerID, campaign, ErrNotFound)
+		}
+		return nil
+	})
+	return a, err
+}
+
+// PutAssignments inserts new assignments and, for existing ones, records the
+// occurrence (last time and count); the arm is never changed.
+func (tx *Tx) PutAssignments(as []Assignment) error {
+	return tx.chunked(`INSERT INTO campaign_assignments (campaign, customer_id, arm, holdout, epoch, assigned_ms, last_ms, occurrences) VALUES `,
+		8, ` ON CONFLICT (campaign, customer_id) DO UPDATE SET last_ms = excluded.last_ms,
+			occurrences = campaign_assignments.occurrences + 1`, len(as), func(lo, hi int) ([]any, error) {
+			args := make([]any, 0, (hi-lo)*8)
+			for _, a := range as[lo:hi] {
+				args = append(args, a.Campaign, a.CustomerID, a.Arm, boolInt(a.Holdout), a.Epoch, a.Assigned.UnixMilli(), a.Last.UnixMilli(), 1)
+			}
+			return args, nil
+		})
+}
+
+// OutboxRow is one message of the outbox.
+type OutboxRow struct {
+	ID         int64
+	Key        string
+	Campaign   string
+	Occurrence string
+	CustomerID string
+	Channel    string
+	Kind       string
+	Arm        string
+	State      string
+	NotBefore  time.Time
+	LeaseToken string
+	LeaseUntil time.Time
+	Attempts   int
+	ProviderID string
+	Reason     string
+	// Deferrals counts policy deferrals; DeferReason is the latest.
+	Deferrals   int
+	DeferReason string
+	// Delivery is the latest delivery event type (delivered, opened, ...).
+	Delivery string
+	Created  time.Time
+	Claimed  time.Time
+	Done     time.Time
+}
+
+// Enqueue inserts outbox rows as pending; a row whose key exists is left
+// alone. It returns how many rows it offered.
+func (tx *Tx) Enqueue(rows []OutboxRow) (int, error) {
+	n := 0
+	err := tx.chunked(`INSERT INTO outbox (key, campaign, occurrence, customer_id, channel, kind, arm, state, not_before_ms, created_ms) VALUES `,
+		10, ` ON CONFLICT (key) DO NOTHING`, len(rows), func(lo, hi int) ([]any, error) {
+			args := make([]any, 0, (hi-lo)*10)
+			for _, r := range rows[lo:hi] {
+				args = append(args, r.Key, r.Campaign, r.Occurrence, r.CustomerID, r.Channel, r.Kind, r.Arm, OutboxPending,
+					timeMS(r.NotBefore), r.Created.UnixMilli())
+			}
+			n += hi - lo
+			return args, nil
+		})
+	if err != nil {
+		return 0, fmt.Errorf("storage: enqueue: %w", err)
+	}
+	return n, nil
+}
+
+const outboxCols = `id, key, campaign, occurrence, customer_id, channel, kind, arm, state, not_before_ms, lease_token,
+	lease_until_ms, attempts, provider_id, reason, deferrals, defer_reason, delivery, created_ms, claimed_ms, done_ms`
+
+func scanOutbox(rows *sql.Rows) (OutboxRow, error) {
+	var (
+		r                               OutboxRow
+		nb, lu, att, defs, cr, cl, done int64
+	)
+	err := rows.Scan(&r.ID, &r.Key, &r.Campaign, &r.Occurrence, &r.CustomerID, &r.Channel, &r.Kind, &r.Arm, &r.State, &nb,
+		&r.LeaseToken, &lu, &att, &r.ProviderID, &r.Reason, &defs, &r.DeferReason, &r.Delivery, &cr, &cl, &done)
+	r.NotBefore, r.LeaseUntil, r.Attempts, r.Deferrals = optTime(nb), optTime(lu), int(att), int(defs)
+	r.Created, r.Claimed, r.Done = msTime(cr), optTime(cl), optTime(done)
+	return r, err
+}
+
+func (tx *Tx) outboxQuery(q string, args ...any) ([]OutboxRow, error) {
+	rows, err := tx.g.Raw(q, args...).Rows()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxRow
+	for rows.Next() {
+		r, err := scanOutbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DueOutbox returns up to limit pending rows of a channel whose not_before
+// has passed, oldest first. On PostgreSQL the rows are locked FOR UPDATE
+// SKIP LOCKED, so concurrent dispatchers claim disjoint rows.
+func (tx *Tx) DueOutbox(channel string, now time.Time, limit int) ([]OutboxRow, error) {
+	q := `SELECT ` + outboxCols + ` FROM outbox WHERE channel = ? AND state = 'pending' AND not_before_ms <= ?
+		ORDER BY not_before_ms, id LIMIT ?`
+	if tx.dialect == Postgres {
+		q += ` FOR UPDATE SKIP LOCKED`
+	}
+	rows, err := tx.outboxQuery(q, channel, now.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: due rows of %q: %w", channel, err)
+	}
+	return rows, nil
+}
+
+// LockContacts takes a per-recipient transaction lock for each customer on a
+// channel kind (PostgreSQL advisory locks, in a fixed order so two claims
+// cannot deadlock), so frequency caps counted next cannot be passed by two
+// dispatchers at once. On SQLite the write lock already serializes claims.
+func (tx *Tx) LockContacts(kind string, ids []string) error {
+	if tx.dialect != Postgres || len(ids) == 0 {
+		return nil
+	}
+	keys := make([]int64, 0, len(ids))
+	seen := map[int64]bool{}
+	for _, id := range ids {
+		h := fnv.New64a()
+		h.Write([]byte(kind))
+		h.Write([]byte{0})
+		h.Write([]byte(id))
+		k := int64(h.Sum64())
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	if err := tx.g.Exec(`SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k ORDER BY k`, pgInt8Array(keys)).Error; err != nil {
+		return fmt.Errorf("storage: lock recipients: %w", err)
+	}
+	return nil
+}
+
+// RecentContacts returns, per customer, the claim times of messages of a
+// kind claimed at or after since that count against frequency caps (sent,
+// sending or unknown).
+func (tx *Tx) RecentContacts(kind string, ids []string, since time.Time) (map[string][]time.Time, error) {
+	out := map[string][]time.Time{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := tx.g.Raw(`SELECT customer_id, claimed_ms FROM outbox WHERE customer_id IN ? AND kind = ?
+		AND claimed_ms >= ? AND state IN ('sent', 'sending', 'unknown')`, ids, kind, since.UnixMilli()).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: recent contacts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id string
+			ms int64
+		)
+		if err := rows.Scan(&id, &ms); err != nil {
+			return nil, fmt.Errorf("storage: recent contacts: %w", err)
+		}
+		out[id] = append(out[id], msTime(ms))
+	}
+	return out, rows.Err()
+}
+
+// ConsentsOf returns the consent records of customers, oldest first.
+func (tx *Tx) ConsentsOf(ids []string) (map[string][]Consent, error) {
+	out := map[string][]Consent{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := tx.g.Raw(`SELECT seq, customer_id, kind, status, time_ms, source, basis FROM consents
+		WHERE customer_id IN ? ORDER BY time_ms, seq`, ids).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: consents: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			c  Consent
+			ms int64
+		)
+		if err := rows.Scan(&c.Seq, &c.CustomerID, &c.Kind, &c.Status, &ms, &c.Source, &c.Basis); err != nil {
+			return nil, fmt.Errorf("storage: consents: %w", err)
+		}
+		c.Time = msTime(ms)
+		out[c.CustomerID] = append(out[c.CustomerID], c)
+	}
+	return out, rows.Err()
+}
+
+// CustomersByID returns the stored rows of the given customers that exist.
+func (tx *Tx) CustomersByID(ids []string) (map[string]Customer, error) {
+	out := make(map[string]Customer, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := tx.g.Raw(`SELECT id, traits FROM customers WHERE id IN ?`, ids).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: customers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c Customer
+		var traits string
+		if err := rows.Scan(&c.ID, &traits); err != nil {
+			return nil, fmt.Errorf("storage: customers: %w", err)
+		}
+		c.Traits = []byte(traits)
+		out[c.ID] = c
+	}
+	return out, rows.Err()
+}
+
+// Suppression is one entry of the suppression list.
+type Suppression struct {
+	// Kind is a channel kind, or "all".
+	Kind string
+	// Hash is the SHA-256 (hex) of a normalized address or of a customer id
+	// (see daemon/campaign.AddressHash and CustomerHash).
+	Hash    string
+	Reason  string
+	Source  string
+	Created time.Time
+}
+
+// Suppressions returns, by hash, the entries among hashes that apply to a
+// kind (entries of the kind itself or of "all").
+func (tx *Tx) Suppressions(kind string, hashes []string) (map[string]Suppression, error) {
+	out := map[string]Suppression{}
+	if len(hashes) == 0 {
+		return out, nil
+	}
+	rows, err := tx.g.Raw(`SELECT kind, hash, reason, source, created_ms FROM suppressions
+		WHERE kind IN ? AND hash IN ?`, []string{kind, "all"}, hashes).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: suppressions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			s  Suppression
+			ms int64
+		)
+		if err := rows.Scan(&s.Kind, &s.Hash, &s.Reason, &s.Source, &ms); err != nil {
+			return nil, fmt.Errorf("storage: suppressions: %w", err)
+		}
+		s.Created = msTime(ms)
+		out[s.Hash] = s
+	}
+	return out, rows.Err()
+}
+
+// AddSuppressions adds entries; an entry already listed keeps its first
+// reason.
+func (tx *Tx) AddSuppressions(ss []Suppression) error {
+	err := tx.chunked(`INSERT INTO suppressions (kind, hash, reason, source, created_ms) VALUES `, 5,
+		` ON CONFLICT (kind, hash) DO NOTHING`, len(ss), func(lo, hi int) ([]any, error) {
+			args := make([]any, 0, (hi-lo)*5)
+			for _, s := range ss[lo:hi] {
+				args = append(args, s.Kind, s.Hash, s.Reason, s.Source, s.Created.UnixMilli())
+			}
+			return args, nil
+		})
+	if err != nil {
+		return fmt.Errorf("storage: add suppressions: %w", err)
+	}
+	return nil
+}
+
+// AddSuppressions is Tx.AddSuppressions in its own transaction.
+func (db *DB) AddSuppressions(ctx context.Context, ss []Suppression) error {
+	return db.Tx(ctx, func(tx *Tx) error { return tx.AddSuppressions(ss) })
+}
+
+// Claim moves pending rows to sending under a lease. It returns the ids it
+// claimed (a row another dispatcher took meanwhile is left out).
+func (tx *Tx) Claim(ids []int64, token string, now, leaseUntil time.Time) ([]int64, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var got []int64
+	err := tx.g.Raw(`UPDATE outbox SET state = 'sending', lease_token = ?, lease_until_ms = ?, claimed_ms = ?, attempts = attempts + 1
+		WHERE id IN ? AND state = 'pending' RETURNING id`, token, leaseUntil.UnixMilli(), now.UnixMilli(), ids).Scan(&got).Error
+	if err != nil {
+		return nil, fmt.Errorf("storage: claim: %w", err)
+	}
+	return got, nil
+}
+
+// Defer puts pending rows back with a later not_before and the reason.
+func (tx *Tx) Defer(ids []int64, notBefore time.Time, reason string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := tx.g.Exec(`UPDATE outbox SET not_before_ms = ?, deferrals = deferrals + 1, defer_reason = ?
+		WHERE id IN ? AND state = 'pending'`, notBefore.UnixMilli(), reason, ids).Error
+	if err != nil {
+		return fmt.Errorf("storage: defer: %w", err)
+	}
+	return nil
+}
+
+// Finish gives pending rows a terminal state without a send (skipped by a
+// policy, failed before the call) and the reason.
+func (tx *Tx) Finish(ids []int64, state, reason string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := tx.g.Exec(`UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE id IN ? AND state = 'pending'`,
+		state, reason, now.UnixMilli(), ids).Error
+	if err != nil {
+		return fmt.Errorf("storage: finish: %w", err)
+	}
+	return nil
+}
+
+// Completion is the outcome of one claimed row.
+type Completion struct {
+	ID    int64
+	Token string
+	// State is sent, failed, skipped, unknown, or pending (a retry at
+	// NotBefore).
+	State      string
+	ProviderID string
+	Reason     string
+	NotBefore  time.Time
+}
+
+// Complete records outcomes of claimed rows. Each update applies only while
+// the row is still sending under the same lease token, so a late or
+// duplicate completion never overwrites a newer state. It returns the ids
+// whose completion was applied.
+func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]int64, error) {
+	var applied []int64
+	err := db.Tx(ctx, func(tx *Tx) error {
+		applied = applied[:0]
+		q := `UPDATE outbox SET state = ?, provider_id = ?, reason = ?, not_before_ms = ?, done_ms = ?, lease_token = '', lease_until_ms = 0
+			WHERE id = ? AND lease_token = ? AND state = 'sending'`
+		if db.dialect == Postgres {
+			q = `UPDATE outbox SET state = $1, provider_id = $2, reason = $3, not_before_ms = $4, done_ms = $5, lease_token = '', lease_until_ms = 0
+			WHERE id = $6 AND lease_token = $7 AND state = 'sending'`
+		}
+		sctx := tx.g.Statement.Context
+		stmt, err := tx.g.Statement.ConnPool.PrepareContext(sctx, q)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, c := range cs {
+			done := now.UnixMilli()
+			if c.State == OutboxPending {
+				done = 0
+			}
+			res, err := stmt.ExecContext(sctx, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done, c.ID, c.Token)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				applied = append(applied, c.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: complete: %w", err)
+	}
+	return applied, nil
+}
+
+// ExpiredLeases returns sending rows whose lease ended before now (their
+// dispatcher or the daemon died mid-call), or every sending row when all is
+// set (a single daemon on SQLite at start: no one else can hold a lease).
+func (db *DB) ExpiredLeases(ctx context.Context, now time.Time, all bool, limit int) ([]OutboxRow, error) {
+	var out []OutboxRow
+	err := db.Tx(ctx, func(tx *Tx) error {
+		var err error
+		if all {
+			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' ORDER BY id LIMIT ?`, limit)
+		} else {
+			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' AND lease_until_ms < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: expired leases: %w", err)
+	}
+	return out, nil
+}
+
+// OutboxByKeys returns outbox rows by key.
+func (db *DB) OutboxByKeys(ctx context.Context, keys []string) (map[string]OutboxRow, error) {
+	out := map[string]OutboxRow{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	err := db.Tx(ctx, func(tx *Tx) error {
+		rows, err := tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE key IN ?`, keys)
+		for _, r := range rows {
+			out[r.Key] = r
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbox rows: %w", err)
+	}
+	return out, nil
+}
+
+// OutboxOf returns a customer's outbox rows, newest first.
+func (db *DB) OutboxOf(ctx context.Context, customerID string, limit int) ([]OutboxRow, error) {
+	var out []OutboxRow
+	err := db.Tx(ctx, func(tx *Tx) error {
+		var err error
+		out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE customer_id = ? ORDER BY id DESC LIMIT ?`, customerID, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbox of %q: %w", customerID, err)
+	}
+	return out, nil
+}
+
+// OutboxCounts counts rows per state (all campaigns when campaign is "").
+func (db *DB) OutboxCounts(ctx context.Context, campaign string) (map[string]int64, error) {
+	q, args := `SELECT state, COUNT(*) FROM outbox GROUP BY state`, []any{}
+	if campaign != "" {
+		q, args = `SELECT state, COUNT(*) FROM outbox WHERE campaign = ? GROUP BY state`, []any{campaign}
+	}
+	rows, err := db.session(ctx).Raw(q, args...).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbox counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			s string
+			n int64
+		)
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+// DeliveryEvent is one provider event about a message, as stored.
+type DeliveryEvent struct {
+	Channel string
+	EventID string
+	Key     string
+	Type    string
+	Time    time.Time
+	Reason  string
+}
+
+// Resolution is how a delivery event changes its outbox row: an unknown row
+// becomes State (sent when the provider had it, failed when it never sent
+// it); every row records the event type as its latest delivery.
+type Resolution struct {
+	Key   string
+	State string
+}
+
+// RecordDeliveryEvents stores new events (an event id seen before is
+// ignored), resolves unknown rows they prove reached the provider, and notes
+// each row's latest delivery type. It returns the events that were new.
+func (db *DB) RecordDeliveryEvents(ctx context.Context, evs []DeliveryEvent, resolve func(DeliveryEvent) string, now time.Time) ([]DeliveryEvent, error) {
+	var fresh []DeliveryEvent
+	err := db.Tx(ctx, func(tx *Tx) error {
+		fresh = fresh[:0]
+		for _, e := range evs {
+			res := tx.g.Exec(`INSERT INTO delivery_events (channel, event_id, key, type, time_ms, reason, received_ms)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, event_id) DO NOTHING`,
+				e.Channel, e.EventID, e.Key, e.Type, e.Time.UnixMilli(), e.Reason, now.UnixMilli())
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 0 || e.Key == "" {
+				continue
+			}
+			fresh = append(fresh, e)
+			if st := resolve(e); st != "" {
+				if err := tx.g.Exec(`UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE key = ? AND state = 'unknown'`,
+					st, "resolved by a delivery event: "+e.Type, now.UnixMilli(), e.Key).Error; err != nil {
+					return err
+				}
+			}
+			if err := tx.g.Exec(`UPDATE outbox SET delivery = ? WHERE key = ?`, e.Type, e.Key).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: delivery events: %w", err)
+	}
+	return fresh, nil
+}
+
+// KeysByProviderID maps provider message ids to outbox keys.
+func (db *DB) KeysByProviderID(ctx context.Context, channel string, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.session(ctx).Raw(`SELECT provider_id, key FROM outbox WHERE channel = ? AND provider_id IN ?`, channel, ids).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: keys by provider id: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p, k string
+		if err := rows.Scan(&p, &k); err != nil {
+			return nil, err
+		}
+		out[p] = k
+	}
+	return out, rows.Err()
+}
+
+// DeliveryEventsOf returns the delivery events of outbox keys, by key.
+func (db *DB) DeliveryEventsOf(ctx context.Context, keys []string) (map[string][]DeliveryEvent, error) {
+	out := map[string][]DeliveryEvent{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	rows, err := db.session(ctx).Raw(`SELECT channel, event_id, key, type, time_ms, reason FROM delivery_events
+		WHERE key IN ? ORDER BY time_ms`, keys).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: delivery events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			e  DeliveryEvent
+			ms int64
+		)
+		if err := rows.Scan(&e.Channel, &e.EventID, &e.Key, &e.Type, &ms, &e.Reason); err != nil {
+			return nil, err
+		}
+		e.Time = msTime(ms)
+		out[e.Key] = append(out[e.Key], e)
+	}
+	return out, rows.Err()
+}
+
+// ArmStats are one arm's counts in a campaign.
+type ArmStats struct {
+	Arm     string
+	Holdout bool
+	// Assigned counts customers; AssignedByEpoch splits them by weights epoch.
+	Assigned        int64
+	AssignedByEpoch map[int]int64
+	// Matured counts customers whose goal window has closed; Converted
+	// those of them with the goal event inside the window; Revenue sums
+	// those events' values.
+	Matured   int64
+	Converted int64
+	Revenue   float64
+	// States counts outbox rows by state; Skipped and Failed by reason.
+	States  map[string]int64
+	Skipped map[string]int64
+	Failed  map[string]int64
+	// Deferred counts rows deferred at least once; Events counts rows with
+	// at least one delivery event of each type.
+	Deferred int64
+	Events   map[string]int64
+}
+
+// CampaignArms counts a campaign's arms. goal is the conversion event
+// ("" for none) and within its window; a customer has matured when the
+// window after their assignment has closed by now.
+func (db *DB) CampaignArms(ctx context.Context, campaign, goal string, within time.Duration, now time.Time) (map[string]*ArmStats, error) {
+	out := map[string]*ArmStats{}
+	arm := func(name string) *ArmStats {
+		a := out[name]
+		if a == nil {
+			a = &ArmStats{Arm: name, AssignedByEpoch: map[int]int64{}, States: map[string]int64{}, Skipped: map[string]int64{},
+				Failed: map[string]int64{}, Events: map[string]int64{}}
+			out[name] = a
+		}
+		return a
+	}
+	s := db.session(ctx)
+	cutoff := now.Add(-within).UnixMilli()
+	w := within.Milliseconds()
+	rows, err := s.Raw(`SELECT a.arm, a.holdout, a.epoch, COUNT(*),
+			SUM(CASE WHEN a.assigned_ms <= ? THEN 1 ELSE 0 END),
+			SUM(CASE WHEN a.assigned_ms <= ? AND EXISTS (SELECT 1 FROM events e WHERE e.customer_id = a.customer_id AND e.name = ?
+				AND e.time_ms >= a.assigned_ms AND e.time_ms < a.assigned_ms + ?) THEN 1 ELSE 0 END),
+			SUM(CASE WHEN a.assigned_ms <= ? THEN (SELECT COALESCE(SUM(e.value), 0) FROM events e WHERE e.customer_id = a.customer_id
+				AND e.name = ? AND e.time_ms >= a.assigned_ms AND e.time_ms < a.assigned_ms + ?) ELSE 0 END)
+		FROM campaign_assignments a WHERE a.campaign = ? GROUP BY a.arm, a.holdout, a.epoch`,
+		cutoff, cutoff, goal, w, cutoff, goal, w, campaign).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: arms of %q: %w", campaign, err)
+	}
+	for rows.Next() {
+		var (
+			name                             string
+			holdout, epoch, n, matured, conv int64
+			revenue                          sql.NullFloat64
+		)
+		if err := rows.Scan(&name, &holdout, &epoch, &n, &matured, &conv, &revenue); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("storage: arms of %q: %w", campaign, err)
+		}
+		a := arm(name)
+		a.Holdout = holdout != 0
+		a.Assigned += n
+		a.AssignedByEpoch[int(epoch)] += n
+		if goal != "" {
+			a.Matured += matured
+			a.Converted += conv
+			a.Revenue += revenue.Float64
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = s.Raw(`SELECT arm, state, reason, SUM(CASE WHEN deferrals > 0 THEN 1 ELSE 0 END), COUNT(*) FROM outbox
+		WHERE campaign = ? GROUP BY arm, state, reason`, campaign).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbox of %q: %w", campaign, err)
+	}
+	for rows.Next() {
+		var (
+			name, state, reason string
+			deferred, n         int64
+		)
+		if err := rows.Scan(&name, &state, &reason, &deferred, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		a := arm(name)
+		a.States[state] += n
+		a.Deferred += deferred
+		switch state {
+		case OutboxSkipped:
+			a.Skipped[reason] += n
+		case OutboxFailed:
+			a.Failed[reason] += n
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = s.Raw(`SELECT o.arm, d.type, COUNT(DISTINCT o.key) FROM delivery_events d JOIN outbox o ON o.key = d.key
+		WHERE o.campaign = ? GROUP BY o.arm, d.type`, campaign).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: delivery events of %q: %w", campaign, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			name, typ string
+			n         int64
+		)
+		if err := rows.Scan(&name, &typ, &n); err != nil {
+			return nil, err
+		}
+		arm(name).Events[typ] += n
+	}
+	return out, rows.Err()
+}
+
+// Setting returns a daemon-wide setting, or ErrNotFound.
+func (db *DB) Setting(ctx context.Context, name string) (string, error) {
+	var v []string
+	if err := db.session(ctx).Raw(`SELECT value FROM settings WHERE name = ?`, name).Scan(&v).Error; err != nil {
+		return "", fmt.Errorf("storage: setting %q: %w", name, err)
+	}
+	if len(v) == 0 {
+		return "", fmt.Errorf("setting %q: %w", name, ErrNotFound)
+	}
+	return v[0], nil
+}
+
+// SettingOrInit returns a setting, storing value first if it is not set
+// (the first daemon to start wins; every daemon then reads the same value).
+func (db *DB) SettingOrInit(ctx context.Context, name, value string) (string, error) {
+	if err := db.session(ctx).Exec(`INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, value).Error; err != nil {
+		return "", fmt.Errorf("storage: setting %q: %w", name, err)
+	}
+	return db.Setting(ctx, name)
+}
+
+// Forget erases a customer (GDPR Art. 17): their row, events, rollups,
+// consent records, memberships, segment changes, assignments, outbox rows
+// and those rows' delivery events, keeping only the given hashed
+// suppressions. It reports whether anything was found.
+func (db *DB) Forget(ctx context.Context, customerID string, keep []Suppression) (bool, error) {
+	found := false
+	err := db.Tx(ctx, func(tx *Tx) error {
+		stmts := []string{
+			`DELETE FROM delivery_events WHERE key IN (SELECT key FROM outbox WHERE customer_id = ?)`,
+			`DELETE FROM outbox WHERE customer_id = ?`,
+			`DELETE FROM campaign_assignments WHERE customer_id = ?`,
+			`DELETE FROM segment_members WHERE customer_id = ?`,
+			`DELETE FROM segment_changes WHERE customer_id = ?`,
+			`DELETE FROM event_rollups WHERE customer_id = ?`,
+			`DELETE FROM events WHERE customer_id = ?`,
+			`DELETE FROM consents WHERE customer_id = ?`,
+			`DELETE FROM customers WHERE id = ?`,
+		}
+		for _, q := range stmts {
+			res := tx.g.Exec(q, customerID)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected > 0 {
+				found = true
+			}
+		}
+		return tx.AddSuppressions(keep)
+	})
+	if err != nil {
+		return false, fmt.Errorf("storage: forget customer: %w", err)
+	}
+	return found, nil
+}
+
+// ErrStaleLease is returned when a completion's lease was taken over.
+var ErrStaleLease = errors.New("lease no longer held")
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func timeMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func optTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return msTime(ms)
+}
+
+// pgInt8Array renders int64s as a PostgreSQL array literal.
+func pgInt8Array(ks []int64) string {
+	b := make([]byte, 0, len(ks)*20+2)
+	b = append(b, '{')
+	for i, k := range ks {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%d", k)
+	}
+	return string(append(b, '}'))
+}
