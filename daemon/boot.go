@@ -108,9 +108,21 @@ func (d *Daemon) fullPass(ctx context.Context, segments []string) error {
 	}
 	res, err := seg.FullPass(ctx, segments)
 	if err == nil && camp != nil {
-		camp.Notify(campaign.Pass{ID: res.Pass, Full: true, Segments: segments, Set: set})
+		camp.Notify(campaign.Pass{ID: res.Pass, Full: true, Segments: segments, Set: set, CaughtUp: d.sourcesCaughtUp(ctx, schema)})
 	}
 	return err
+}
+
+// sourcesCaughtUp reports whether every running source has finished its
+// first import (its committed cursor is marked caught up).
+func (d *Daemon) sourcesCaughtUp(ctx context.Context, schema *Schema) bool {
+	for name := range schema.Sources {
+		_, caught, err := d.db.Cursor(ctx, name)
+		if err != nil || !caught {
+			return false
+		}
+	}
+	return true
 }
 
 // schedule (re)starts the cron schedules of the rule set.

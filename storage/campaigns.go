@@ -8,6 +8,8 @@ import (
 	"hash/fnv"
 	"sort"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // Outbox states (DESIGN.md section 6).
@@ -38,6 +40,32 @@ type CampaignState struct {
 	Winner string
 	// Experiment is the winner test's persisted state (JSON).
 	Experiment []byte
+}
+
+// WriteTx is Tx for transactions that read before they write. On SQLite
+// it begins IMMEDIATE on a pinned connection, taking the write lock up
+// front: a deferred transaction that reads first cannot upgrade to a writer
+// once another connection has committed (SQLITE_BUSY_SNAPSHOT, which the
+// busy timeout does not wait out). (The driver ignores the DSN's _txlock
+// when _time_format is also given.)
+func (db *DB) WriteTx(ctx context.Context, fn func(*Tx) error) error {
+	if db.dialect != SQLite {
+		return db.Tx(ctx, fn)
+	}
+	return db.session(ctx).Connection(func(g *gorm.DB) error {
+		if err := g.Exec("BEGIN IMMEDIATE").Error; err != nil {
+			return err
+		}
+		if err := fn(&Tx{g: g, dialect: db.dialect}); err != nil {
+			g.Exec("ROLLBACK")
+			return err
+		}
+		if err := g.Exec("COMMIT").Error; err != nil {
+			g.Exec("ROLLBACK")
+			return err
+		}
+		return nil
+	})
 }
 
 // CampaignStates returns every campaign's state by name.

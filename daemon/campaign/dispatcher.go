@@ -113,7 +113,7 @@ func (d *dispatcher) claim(ctx context.Context, now time.Time, token string) ([]
 		defers map[deferral][]int64
 		rowOf  map[int64]storage.OutboxRow
 	)
-	err := e.db.Tx(ctx, func(tx *storage.Tx) error {
+	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		out, settled = out[:0], 0
 		finish, defers = map[string][]int64{}, map[deferral][]int64{}
 		rows, err := tx.DueOutbox(d.ch.Name, now, d.batch)

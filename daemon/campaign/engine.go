@@ -129,6 +129,10 @@ type Pass struct {
 	Segments []string
 	// Set is the rule set the pass ran.
 	Set *rules.Set
+	// CaughtUp is set when every running source has finished its first
+	// import: only such a full pass can be a baseline (otherwise the
+	// import's entries would fire after it, a flood on first start).
+	CaughtUp bool
 }
 
 // New returns an engine; SetRules must be called before Run.

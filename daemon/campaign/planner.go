@@ -39,8 +39,9 @@ func (e *Engine) planCampaign(ctx context.Context, pl *plan, c *rules.Campaign, 
 	st, ok := e.state(c.Name)
 	if !ok || st.Fingerprint != fp {
 		// A new or changed campaign waits for the first full pass of the
-		// rules that define it: that pass is its baseline.
-		if p == nil || !p.Full || p.Set != pl.set || (len(p.Segments) > 0 && !slices.Contains(p.Segments, c.Segment)) {
+		// rules that define it, once the sources' first import is done:
+		// that pass is its baseline.
+		if p == nil || !p.Full || !p.CaughtUp || p.Set != pl.set || (len(p.Segments) > 0 && !slices.Contains(p.Segments, c.Segment)) {
 			return nil
 		}
 		return e.baseline(ctx, c, st, ok, fp, p, now)
@@ -205,7 +206,7 @@ func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.Campa
 	ch := e.opt.Channels[c.Channel]
 	queued, holdout, passed := 0, 0, 0
 	perArm := map[string]int{}
-	err := e.db.Tx(ctx, func(tx *storage.Tx) error {
+	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		queued, holdout, passed = 0, 0, 0
 		clear(perArm)
 		ids := make([]string, 0, len(occ))
