@@ -1,0 +1,468 @@
+package campaign_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cohortd/cohort/daemon/campaign"
+	"github.com/cohortd/cohort/daemon/config"
+	"github.com/cohortd/cohort/daemon/ingest"
+	"github.com/cohortd/cohort/daemon/message"
+	"github.com/cohortd/cohort/daemon/pluginhost"
+	"github.com/cohortd/cohort/daemon/unsubscribe"
+	"github.com/cohortd/cohort/plugins/sendgrid/sgbench"
+	"github.com/cohortd/cohort/plugins/sendgrid/sgserver"
+	"github.com/cohortd/cohort/plugins/smtp/smtpsink"
+	"github.com/cohortd/cohort/rules"
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
+	"github.com/cohortd/cohort/storage"
+	"github.com/cohortd/cohort/storage/storagetest"
+)
+
+// Issue 5's send benchmarks: messages/s end to end with full outbox
+// bookkeeping, on SQLite and on PostgreSQL, each beside its baseline
+// measured in the same run.
+//
+// The subject: N rows (COHORT_BENCH_MESSAGES, default 20,000) for N
+// customers are queued in the outbox in one transaction (storage Enqueue,
+// as the planner does), then the campaign engine (campaign.New, Run) claims
+// them with its dispatchers, applying the send-time policies (opt_out
+// consent read from consent records, the suppression list by customer and
+// address hash, a 3/7d frequency cap counted under the recipient's time
+// zone, quiet hours), renders each message (text/template with the
+// customer's traits and a signed unsubscribe link, List-Unsubscribe
+// headers), sends it through the channel plugin running as a real process
+// under pluginhost (built from config.yaml as the daemon does) and records
+// every outcome (lease-fenced Complete). The figure is N divided by the time
+// from the first claim to the last outcome recorded (claimed_ms and done_ms
+// of the rows, on the engine's clock, which runs at wall speed).
+//
+// Every message must arrive exactly once and every row end sent.
+
+// benchMessages is the messages per run: COHORT_BENCH_MESSAGES, default 20,000.
+func benchMessages(b *testing.B) int {
+	v := os.Getenv("COHORT_BENCH_MESSAGES")
+	if v == "" {
+		return 20_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("COHORT_BENCH_MESSAGES=%q is not a number of messages; unset it for the default 20000", v)
+	}
+	return n
+}
+
+// smtpConns is the SMTP connections of both the plugin and BareSend.
+const smtpConns = 4
+
+// BenchmarkCampaignSMTP (a): plugins/smtp to a local sink that accepts and
+// discards, one transaction per message of about 760 bytes (plain text),
+// over 4 connections; dispatcher concurrency 2, batches of 100. Baseline:
+// smtpsink.BareSend, a bare go-smtp client sending the same number of
+// ~760-byte messages over the same 4 connections to another sink.
+func BenchmarkCampaignSMTP(b *testing.B) {
+	n := benchMessages(b)
+	for _, dbName := range []string{"sqlite", "postgres"} {
+		b.Run(dbName+"/subject", func(b *testing.B) {
+			sink, err := smtpsink.Start(smtpsink.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = sink.Close() })
+			chCfg := fmt.Sprintf("host: %s\nport: %d\ntls: none\nhelo: bench.example.com\nconnections: %d\ntimeout: 30s\nmax_per_connection: 1000000\n",
+				sink.Host(), sink.Port(), smtpConns)
+			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/smtp", chCfg, 2, 100, smtpTemplates)
+			h.run(b, n, func() error {
+				if got := sink.Accepted(); got != n {
+					return fmt.Errorf("sink accepted %d messages, want %d", got, n)
+				}
+				if d := sink.Duplicates(); len(d) > 0 {
+					return fmt.Errorf("%d keys arrived more than once", len(d))
+				}
+				sink.Reset()
+				return nil
+			})
+		})
+		b.Run(dbName+"/baseline", func(b *testing.B) {
+			sink, err := smtpsink.Start(smtpsink.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = sink.Close() })
+			var total time.Duration
+			for b.Loop() {
+				d, err := smtpsink.BareSend(b.Context(), sink.Addr(), n, smtpConns)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+				if got := sink.Accepted(); got != n {
+					b.Fatalf("sink accepted %d messages, want %d", got, n)
+				}
+				sink.Reset()
+			}
+			b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+		})
+	}
+}
+
+// sgInFlight is the requests in flight on both sides: the dispatcher's 2
+// concurrent Sends with the plugin's parallel 4, and DirectSend's 8.
+const (
+	sgConcurrency = 2
+	sgParallel    = 4
+	sgInFlight    = sgConcurrency * sgParallel
+)
+
+// BenchmarkCampaignSendGrid (b): plugins/sendgrid to the local SendGrid
+// server (sgserver), one request per message with a subject, a text part,
+// a ~1.5 KB HTML part, List-Unsubscribe and custom_args, as sgbench.Message
+// builds them; 8 requests in flight (dispatcher concurrency 2 x plugin
+// parallel 4), batches of 100. Baseline: sgbench.DirectSend, sendgrid-go
+// posting the same number of such requests with 8 in flight to another
+// server.
+func BenchmarkCampaignSendGrid(b *testing.B) {
+	n := benchMessages(b)
+	for _, dbName := range []string{"sqlite", "postgres"} {
+		b.Run(dbName+"/subject", func(b *testing.B) {
+			s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			chCfg := fmt.Sprintf("api_key: %s\nbase_url: %s\nparallel: %d\n", s.APIKey(), s.URL, sgParallel)
+			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/sendgrid", chCfg, sgConcurrency, 100, sgTemplates)
+			h.run(b, n, func() error {
+				if got := len(s.CountByKey()); got != n {
+					return fmt.Errorf("server accepted %d distinct messages, want %d", got, n)
+				}
+				if d := s.Duplicates(); len(d) > 0 {
+					return fmt.Errorf("%d keys arrived more than once", len(d))
+				}
+				s.Reset()
+				return nil
+			})
+		})
+		b.Run(dbName+"/baseline", func(b *testing.B) {
+			s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			var total time.Duration
+			for b.Loop() {
+				d, err := sgbench.DirectSend(b.Context(), s.URL, s.APIKey(), n, sgInFlight)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+				if got := len(s.CountByKey()); got != n {
+					b.Fatalf("server accepted %d distinct messages, want %d", got, n)
+				}
+				s.Reset()
+			}
+			b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+		})
+	}
+}
+
+// templates are a campaign's rules files and template files.
+type templates struct {
+	variant string            // the variant's line in campaigns.yaml
+	files   map[string]string // template files under rules/
+}
+
+// smtpTemplates: a text-only email whose rendering is about 760 bytes with
+// the headers the plugin adds.
+var smtpTemplates = templates{
+	variant: `{weight: 100, subject: "Your weekly digest, {{.first_name}}", text: templates/digest.txt}`,
+	files: map[string]string{"templates/digest.txt": "Hello {{.first_name}},\n\n" +
+		strings.Repeat("This is the body of a benchmark message, about as long as a short campaign.\n", 4) +
+		"\n{{postal_address}}\nUnsubscribe: {{unsubscribe_url}}\n"},
+}
+
+// sgTemplates: subject, text and HTML as sgbench.Message has them.
+var sgTemplates = templates{
+	variant: `{weight: 100, subject: "Spring offers for {{.first_name}}", text: templates/offers.txt, html: templates/offers.html}`,
+	files: map[string]string{
+		"templates/offers.txt": "Our spring collection is here. Unsubscribe: {{unsubscribe_url}}\n",
+		"templates/offers.html": "<html><body><h1>Spring offers</h1>" +
+			strings.Repeat("<p>Our spring collection is here: light jackets, linen shirts and more.</p>", 18) +
+			`<p><a href="{{unsubscribe_url}}">Unsubscribe</a></p></body></html>`,
+	},
+}
+
+// campaignName and channelName name the benchmark's campaign and channel
+// instance.
+const (
+	campaignName = "digest"
+	channelName  = "mail"
+)
+
+var benchTraits = map[string]sdk.TraitType{
+	"email": sdk.TypeString, "first_name": sdk.TypeString, "timezone": sdk.TypeString, "plan": sdk.TypeString,
+}
+
+// harness is a database, a running channel plugin and a running engine.
+type harness struct {
+	db     *storage.DB
+	engine *campaign.Engine
+	iter   int
+}
+
+func newHarness(b *testing.B, dbName, pluginPkg, chCfg string, concurrency, batch int, tpl templates) *harness {
+	b.Helper()
+	ctx := b.Context()
+	var scfg storage.Config
+	if dbName == "postgres" {
+		scfg = storagetest.PostgresConfig(b)
+	} else {
+		scfg = storagetest.SQLiteConfig(b)
+	}
+	db, err := storage.Open(ctx, scfg)
+	if err != nil {
+		b.Fatalf("open %s: %v", dbName, err)
+	}
+	b.Cleanup(func() { db.Close() })
+
+	dir := b.TempDir()
+	bin := sdktest.BuildPlugin(b, pluginPkg)
+	var cfgYAML strings.Builder
+	fmt.Fprintf(&cfgYAML, "storage:\n  driver: sqlite\n  dsn: unused.db\nhttp:\n  listen: 127.0.0.1:0\n  public_url: https://cohort.example.com\n")
+	fmt.Fprintf(&cfgYAML, "timezone: UTC\nrules:\n  dir: rules\n")
+	fmt.Fprintf(&cfgYAML, "channels:\n  %s:\n    plugin: %s\n    concurrency: %d\n    batch: %d\n    timeout: 30s\n    config:\n", channelName, bin, concurrency, batch)
+	for _, l := range strings.Split(strings.TrimRight(chCfg, "\n"), "\n") {
+		fmt.Fprintf(&cfgYAML, "      %s\n", l)
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	must(b, os.WriteFile(cfgPath, []byte(cfgYAML.String()), 0o644))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// Rules: a segment, the campaign and the email policies.
+	rulesDir := filepath.Join(dir, "rules")
+	files := map[string][]byte{
+		filepath.Join(rulesDir, "segments.yaml"): []byte("version: 1\nsegments:\n  pro:\n    when: plan == \"pro\"\n"),
+		filepath.Join(rulesDir, "campaigns.yaml"): fmt.Appendf(nil, `version: 1
+campaigns:
+  %s:
+    segment: pro
+    trigger: enter
+    channel: %s
+    variants:
+      a: %s
+policies:
+  email: {cap: 3/7d, quiet_hours: "22:00-07:00"}
+`, campaignName, channelName, tpl.variant),
+	}
+	for name, body := range tpl.files {
+		p := filepath.Join(rulesDir, name)
+		must(b, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(b, os.WriteFile(p, []byte(body), 0o644))
+	}
+	set, err := rules.LoadFiles(files, rules.LoadOptions{Schema: rules.Schema{Traits: benchTraits}, Channels: map[string]string{channelName: "email"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	msgs, err := message.Compile(rulesDir, set.Campaigns(), benchTraits)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// The plugin, as the daemon runs it.
+	log := slog.New(slog.NewTextHandler(&warnLog{b: b}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	host := pluginhost.New(cfg, log, prometheus.NewRegistry(), pluginhost.Options{})
+	hostCtx, stopHost := context.WithCancel(context.WithoutCancel(ctx))
+	host.Start(hostCtx)
+	b.Cleanup(func() { stopHost(); host.Close() })
+	for name, err := range host.WaitStarted(ctx) {
+		if err != nil {
+			b.Fatalf("plugin %s: %v", name, err)
+		}
+	}
+
+	// The channel, as daemon/campaigns.go builds it.
+	in := cfg.Channels.ByName[channelName]
+	inst := host.Instance(channelName)
+	info := inst.ChannelInfo()
+	ch := &campaign.Channel{Name: channelName, Kind: "email", Concurrency: in.Concurrency, Batch: in.Batch, Rate: in.Rate,
+		Timeout: in.Timeout, Resend: in.OnUnknown == "resend"}
+	if info.MaxBatch > 0 {
+		ch.Batch = min(ch.Batch, info.MaxBatch)
+	}
+	ch.Ready = func() bool { return inst.Status().State == pluginhost.StateRunning }
+	ch.Send = func(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
+		c, err := host.Channel(channelName)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", campaign.ErrNotSent, err)
+		}
+		return c.Send(ctx, msgs)
+	}
+	signer, err := unsubscribe.NewSigner([]byte(strings.Repeat("bench-unsubscribe-secret-", 2)), 90*24*time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// The engine's clock runs at wall speed from 15:00 UTC today, when no
+	// recipient (Europe, New York) is in quiet hours.
+	y, m, d := time.Now().UTC().Date()
+	base, start := time.Date(y, m, d, 15, 0, 0, 0, time.UTC), time.Now()
+	now := func() time.Time { return base.Add(time.Since(start)) }
+	e := campaign.New(campaign.Options{
+		DB: db, Log: log, Registry: prometheus.NewRegistry(), Now: now, Location: time.UTC,
+		Channels: map[string]*campaign.Channel{channelName: ch},
+		Contacts: campaign.Contacts{Email: "email", Timezone: "timezone"},
+		Signer:   signer, Single: dbName == "sqlite",
+		Messages: campaign.Messages{From: "Cohort News <news@example.com>", ReplyTo: "help@example.com",
+			PostalAddress: "Example Ltd, 1 Example Street, Springfield", PublicURL: cfg.HTTP.PublicURL,
+			Consent: campaign.ConsentOptOut},
+	})
+	e.SetTraitTypes(benchTraits)
+	if err := e.SetRules(set, msgs); err != nil {
+		b.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- e.Run(runCtx) }()
+	b.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				b.Errorf("engine: %v", err)
+			}
+		case <-time.After(2 * time.Minute):
+			b.Errorf("the engine did not stop within 2 minutes")
+		}
+	})
+	return &harness{db: db, engine: e}
+}
+
+var benchZones = []string{"Europe/Berlin", "Europe/London", "America/New_York", "Europe/Paris"}
+
+// run times b.N runs of n messages; check verifies the provider side after
+// each.
+func (h *harness) run(b *testing.B, n int, check func() error) {
+	ctx := b.Context()
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		h.iter++
+		iter := h.iter
+		// n new customers (a cap of 3/7d must not defer a later run's rows).
+		cs := make([]sdk.Customer, 0, n)
+		for i := range n {
+			id := fmt.Sprintf("cus_%d_%07d", iter, i)
+			cs = append(cs, sdk.Customer{ID: id, Traits: map[string]sdk.Value{
+				"email":      sdk.String(fmt.Sprintf("customer-%d-%d@example.com", iter, i)),
+				"first_name": sdk.String(fmt.Sprintf("Name%d", i)),
+				"timezone":   sdk.String(benchZones[i%len(benchZones)]),
+				"plan":       sdk.String("pro"),
+			}})
+		}
+		rows, err := ingest.Customers(cs)
+		must(b, err)
+		occ := fmt.Sprintf("bench:%d", iter)
+		created := time.Now()
+		out := make([]storage.OutboxRow, 0, n)
+		keys := make([]string, 0, n)
+		for _, c := range cs {
+			k := campaign.Key(campaignName, occ, c.ID, channelName)
+			keys = append(keys, k)
+			out = append(out, storage.OutboxRow{Key: k, Campaign: campaignName, Occurrence: occ, CustomerID: c.ID,
+				Channel: channelName, Kind: "email", Arm: "a", Created: created})
+		}
+		must(b, h.db.Tx(ctx, func(tx *storage.Tx) error { return tx.UpsertCustomers(rows) }))
+		// All rows appear at once: the dispatchers see none before the commit.
+		must(b, h.db.WriteTx(ctx, func(tx *storage.Tx) error { _, err := tx.Enqueue(out); return err }))
+		b.StartTimer()
+		h.engine.Kick()
+		kicked := time.Now()
+		h.wait(b, iter*n)
+		wall := time.Since(kicked)
+		b.StopTimer()
+
+		span, states := h.span(b, keys)
+		if states[storage.OutboxSent] != n {
+			b.Fatalf("rows by state %v, want all %d sent", states, n)
+		}
+		if err := check(); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%d messages: first claim to last outcome %s (%.0f msgs/s); Kick to all terminal %s",
+			n, span, float64(n)/span.Seconds(), wall.Round(time.Millisecond))
+		total += span
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+}
+
+// wait polls the outbox until want rows exist and none is pending or
+// sending (generous deadline: 1 ms per message plus 2 minutes).
+func (h *harness) wait(b *testing.B, want int) {
+	deadline := time.Now().Add(2*time.Minute + time.Duration(want)*time.Millisecond)
+	for {
+		counts, err := h.db.OutboxCounts(b.Context(), campaignName)
+		must(b, err)
+		var all int64
+		for _, c := range counts {
+			all += c
+		}
+		if all == int64(want) && counts[storage.OutboxPending] == 0 && counts[storage.OutboxSending] == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("rows by state %v after the deadline, want %d terminal", counts, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// span is the time from the first claim to the last outcome of the rows,
+// and their count per state.
+func (h *harness) span(b *testing.B, keys []string) (time.Duration, map[string]int) {
+	var first, last time.Time
+	states := map[string]int{}
+	for lo := 0; lo < len(keys); lo += 5000 {
+		rows, err := h.db.OutboxByKeys(b.Context(), keys[lo:min(lo+5000, len(keys))])
+		must(b, err)
+		for _, r := range rows {
+			states[r.State]++
+			if first.IsZero() || r.Claimed.Before(first) {
+				first = r.Claimed
+			}
+			if r.Done.After(last) {
+				last = r.Done
+			}
+		}
+	}
+	return last.Sub(first), states
+}
+
+func must(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// warnLog sends warnings and errors of the engine and the plugin host to
+// the benchmark's log.
+type warnLog struct{ b *testing.B }
+
+func (w *warnLog) Write(p []byte) (int, error) {
+	w.b.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
