@@ -69,7 +69,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.config, "config", "config.yaml", "configuration file")
-	root.AddCommand(newRunCmd(g), newCheckCmd(g), newPluginsCmd(g), newPreviewCmd(g), newExplainCmd(g), newVersionCmd())
+	root.AddCommand(newRunCmd(g), newCheckCmd(g), newPluginsCmd(g), newPreviewCmd(g), newExplainCmd(g), newReportCmd(g), newSendTestCmd(g), newForgetCmd(g), newVersionCmd())
 	return root
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/cohortd/cohort/daemon"
 	"github.com/cohortd/cohort/daemon/config"
 	"github.com/cohortd/cohort/daemon/logging"
+	"github.com/cohortd/cohort/daemon/message"
 	"github.com/cohortd/cohort/daemon/pluginhost"
 	"github.com/cohortd/cohort/daemon/profile"
 	"github.com/cohortd/cohort/rules"
@@ -50,16 +51,34 @@ func (w *workspace) close() {
 // openWorkspace loads config, starts the plugins and compiles the rules.
 // Rule errors are usage errors (exit 2).
 func openWorkspace(ctx context.Context, g *globalFlags, stderr io.Writer) (*workspace, error) {
+	return openWorkspaceWith(ctx, g, stderr, false)
+}
+
+// openWorkspaceWith is openWorkspace; with sourcesOnly it starts the
+// source plugins only and takes each channel's kind from config.yaml
+// (send-test then starts the one channel it needs).
+func openWorkspaceWith(ctx context.Context, g *globalFlags, stderr io.Writer, sourcesOnly bool) (*workspace, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
 		return nil, err
 	}
 	w := &workspace{cfg: cfg, log: logging.New(stderr, "error", cfg.Log.Format), progress: terminalProgress(stderr, "loading profiles")}
-	w.host = pluginhost.New(cfg, w.log, prometheus.NewRegistry(), pluginhost.Options{})
+	hostCfg := cfg
+	if sourcesOnly {
+		c := *cfg
+		c.Channels = config.Instances{ByName: map[string]*config.Instance{}}
+		hostCfg = &c
+	}
+	w.host = pluginhost.New(hostCfg, w.log, prometheus.NewRegistry(), pluginhost.Options{})
 	sctx, cancel := context.WithTimeout(ctx, cfg.Plugins.StartTimeout+10*time.Second)
 	defer cancel()
 	w.host.Start(sctx)
-	w.schema = daemon.LoadSchema(sctx, cfg, w.host)
+	w.schema = daemon.LoadSchema(sctx, hostCfg, w.host)
+	if sourcesOnly {
+		for _, name := range cfg.Channels.Names {
+			w.schema.Channels[name] = cfg.Channels.ByName[name].Kind
+		}
+	}
 	for _, p := range w.schema.Problems {
 		fmt.Fprintln(stderr, "warning:", p)
 	}
@@ -71,8 +90,11 @@ func openWorkspace(ctx context.Context, g *globalFlags, stderr io.Writer) (*work
 	return w, nil
 }
 
-// loadProfiles opens storage and builds the profiles from it.
-func (w *workspace) loadProfiles(ctx context.Context) error {
+// openDB opens storage (once).
+func (w *workspace) openDB(ctx context.Context) error {
+	if w.db != nil {
+		return nil
+	}
 	dsn := w.cfg.Storage.DSN
 	if w.cfg.Storage.Driver == "sqlite" {
 		dsn = w.cfg.SQLitePath()
@@ -82,7 +104,16 @@ func (w *workspace) loadProfiles(ctx context.Context) error {
 		return usageError{err}
 	}
 	w.db = db
-	w.store, err = daemon.LoadProfiles(ctx, db, w.schema.Rules, w.log, w.progress)
+	return nil
+}
+
+// loadProfiles opens storage and builds the profiles from it.
+func (w *workspace) loadProfiles(ctx context.Context) error {
+	if err := w.openDB(ctx); err != nil {
+		return err
+	}
+	var err error
+	w.store, err = daemon.LoadProfiles(ctx, w.db, w.schema.Rules, w.log, w.progress)
 	if err != nil {
 		return err
 	}
@@ -100,7 +131,12 @@ func checkRules(cmd *cobra.Command, g *globalFlags) error {
 		return err
 	}
 	defer w.close()
-	fixDir := filepath.Join(w.cfg.Path(w.cfg.Rules.Dir), rules.FixturesDir)
+	rulesDir := w.cfg.Path(w.cfg.Rules.Dir)
+	msgs, err := daemon.CompileMessages(w.cfg, w.set, w.schema)
+	if err != nil {
+		return usageError{fmt.Errorf("templates in %s:\n%w", rulesDir, err)}
+	}
+	fixDir := filepath.Join(rulesDir, rules.FixturesDir)
 	fixtures, err := rules.LoadFixtures(fixDir, w.schema.Rules)
 	if err != nil {
 		return usageError{fmt.Errorf("fixtures in %s:\n%w", fixDir, err)}
@@ -110,13 +146,24 @@ func checkRules(cmd *cobra.Command, g *globalFlags) error {
 		return usageError{fmt.Errorf("fixtures in %s:\n%w", fixDir, err)}
 	}
 	out := cmd.OutOrStdout()
-	if len(failures) > 0 {
+	campFails, campChecked, err := w.checkCampaignFixtures(fixtures)
+	if err != nil {
+		return usageError{fmt.Errorf("fixtures in %s:\n%w", fixDir, err)}
+	}
+	if len(failures)+len(campFails) > 0 {
 		for _, f := range failures {
 			fmt.Fprintln(out, f.Error())
 		}
-		return usageError{fmt.Errorf("%d fixture expectation(s) failed", len(failures))}
+		for _, f := range campFails {
+			fmt.Fprintln(out, f)
+		}
+		return usageError{fmt.Errorf("%d fixture expectation(s) failed", len(failures)+len(campFails))}
 	}
-	checked := 0
+	profiles := fixtureProfiles(fixtures)
+	if err := msgs.CheckProfiles(profiles, message.Data{PostalAddress: w.cfg.Messages.PostalAddress}); err != nil {
+		return usageError{fmt.Errorf("templates do not render for fixture customers:\n%w", err)}
+	}
+	checked := campChecked
 	for _, f := range fixtures {
 		for _, c := range f.Customers {
 			checked += len(c.MustBeIn) + len(c.MustNotBeIn)
@@ -124,6 +171,13 @@ func checkRules(cmd *cobra.Command, g *globalFlags) error {
 	}
 	fmt.Fprintf(out, "rules: ok (%d segments, %d campaigns in %d files; %d fixture expectations hold)\n",
 		len(w.set.Segments()), len(w.set.Campaigns()), len(w.set.Files()), checked)
+	if n := len(w.set.Campaigns()); n > 0 {
+		variants := 0
+		for _, c := range w.set.Campaigns() {
+			variants += len(c.Variants)
+		}
+		fmt.Fprintf(out, "templates: ok (%d variants of %d campaigns render for %d fixture customers)\n", variants, n, len(profiles))
+	}
 	return nil
 }
 
@@ -199,7 +253,7 @@ func newPreviewCmd(g *globalFlags) *cobra.Command {
 func newExplainCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "explain CUSTOMER",
-		Short: "Show each segment a customer is in or out of, with the values each part of the rule saw",
+		Short: "Show each segment a customer is in or out of, with the values each part of the rule saw, and per campaign the arm, the messages and which policy would block a send now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -228,7 +282,11 @@ func newExplainCmd(g *globalFlags) *cobra.Command {
 			for _, e := range exps {
 				fmt.Fprint(out, e.String())
 			}
-			return nil
+			vals, _, err := w.storedTraits(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return w.explainCampaigns(ctx, out, args[0], vals, time.Now().UTC())
 		},
 	}
 }
