@@ -355,3 +355,11 @@ func weightsID(c *rules.Campaign) string {
 	sort.Strings(parts[1:])
 	return strings.Join(parts, ",")
 }
+
+// Campaign returns a campaign of the current rules, or nil.
+func (e *Engine) Campaign(name string) *rules.Campaign {
+	if p := e.plan.Load(); p != nil {
+		return p.campaigns[name]
+	}
+	return nil
+}
