@@ -17,11 +17,16 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // TestCheckGolden: `cohort check` on each testdata/check/CASE gives exactly
 // CASE/expected.golden (stdout and stderr, with the case's directory written
 // as $CASE) and the exit status on its first line. The cases run the real
-// csv plugin for the sources' schema.
+// csv plugin for the sources' schema and the file plugin for channels. The
+// campaign cases cover template errors at file:line:col, templates that do
+// not render for a fixture customer, and fixture campaign expectations
+// (arm and outcome) that hold or fail.
 func TestCheckGolden(t *testing.T) {
-	bin := sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/csv")
 	plugins := t.TempDir()
-	require.NoError(t, os.Symlink(bin, filepath.Join(plugins, "csv")))
+	for _, name := range []string{"csv", "file"} {
+		bin := sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/"+name)
+		require.NoError(t, os.Symlink(bin, filepath.Join(plugins, name)))
+	}
 	t.Setenv("COHORT_TEST_PLUGINS", plugins)
 	cases, err := filepath.Glob("testdata/check/*/config.yaml")
 	require.NoError(t, err)
