@@ -28,6 +28,7 @@ func TestCheckGolden(t *testing.T) {
 		require.NoError(t, os.Symlink(bin, filepath.Join(plugins, name)))
 	}
 	t.Setenv("COHORT_TEST_PLUGINS", plugins)
+	t.Setenv("COHORT_TEST_VAR", t.TempDir())
 	cases, err := filepath.Glob("testdata/check/*/config.yaml")
 	require.NoError(t, err)
 	require.NotEmpty(t, cases)
