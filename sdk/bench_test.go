@@ -27,6 +27,12 @@ func BenchmarkPullStream(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) {
 		benchPull(b, sdktest.ConnectSource(b, &synth.Source{}))
 	})
+	// The plugin process pulled as a host that predates the compact stream
+	// forms (a message per batch, traits in maps), for reference.
+	b.Run("legacy", func(b *testing.B) {
+		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
+		benchPull(b, sdk.LegacyPull(sdktest.LaunchSource(b, bin)))
+	})
 	// The cost of making the data without gRPC (flattened in process), for
 	// reference.
 	b.Run("direct", func(b *testing.B) {

@@ -60,6 +60,46 @@ func BenchmarkBatchDecode(b *testing.B) {
 	reportRecords(b, len(batch.Customers))
 }
 
+// BenchmarkBatchEncodeIndexed is BenchmarkBatchEncode in the compact form
+// (Customer.indexed_traits), as sent to hosts that read it.
+func BenchmarkBatchEncodeIndexed(b *testing.B) {
+	batch := benchBatch()
+	names := &traitIndex{}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = appendBatchTo(buf[:0], batch, names)
+	}
+	reportRecords(b, len(batch.Customers))
+}
+
+// BenchmarkBatchDecodeIndexed is BenchmarkBatchDecode in the compact form.
+func BenchmarkBatchDecodeIndexed(b *testing.B) {
+	batch := benchBatch()
+	names := &traitIndex{}
+	first, _ := appendBatchTo(nil, batch, names) // carries the names
+	buf, _ := appendBatchTo(nil, batch, names)
+	b.Logf("bytes per batch: %d compact, %d with maps", len(buf), len(must(appendBatch(nil, batch))))
+	dec := &flatDecoder{}
+	if _, err := dec.decode(first); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dec.decode(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRecords(b, len(batch.Customers))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 // BenchmarkBatchDecodeMaps is wire bytes to a Batch with a map per
 // customer, as sdk.Source's Pull hands it out.
 func BenchmarkBatchDecodeMaps(b *testing.B) {

@@ -399,8 +399,13 @@ type flatDecoder struct {
 	// a live stream may see new property names without end.
 	props nameTable
 	batch FlatBatch
-	// buf holds a message that arrived in several buffers.
+	// remap maps the plugin's trait name table (Batch.trait_names) to
+	// names: remap[i] is the index in names of the plugin's name i.
+	remap []int
+	// buf holds the message being decoded.
 	buf []byte
+	// group holds the batches of a batch group.
+	group [][]byte
 	// strs and fixes gather a customer's strings, which then share one
 	// allocation: fixes[i] is the string strs[lo:hi] of trait (or id, at
 	// trait -1).
@@ -420,6 +425,14 @@ func nameSlot(b []byte) byte {
 		return 0
 	}
 	return byte(len(b)*7) ^ b[0] ^ b[len(b)-1]<<2 ^ b[len(b)/2]<<4
+}
+
+// nameSlotString is nameSlot of a string.
+func nameSlotString(s string) byte {
+	if len(s) == 0 {
+		return 0
+	}
+	return byte(len(s)*7) ^ s[0] ^ s[len(s)-1]<<2 ^ s[len(s)/2]<<4
 }
 
 // name returns the index of name b, adding it when new.
@@ -445,19 +458,72 @@ func decodeBatch(data []byte, d *flatDecoder) (*Batch, error) {
 	return fb.Batch(), nil
 }
 
+// split returns the batches of a batch group (Batch.batches), or nil when
+// data is a batch of its own. A group has no other batch fields.
+func (d *flatDecoder) split(data []byte) ([][]byte, error) {
+	d.group = d.group[:0]
+	other := protowire.Number(0)
+	r := fieldReader{b: data}
+	for r.next() {
+		switch {
+		case r.is(fBatchBatches, protowire.BytesType):
+			d.group = append(d.group, r.bytes)
+		case r.num >= fBatchCustomers && r.num < fBatchBatches:
+			other = r.num
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("batch: %w", r.err)
+	}
+	if len(d.group) == 0 {
+		return nil, nil
+	}
+	if other != 0 {
+		return nil, fmt.Errorf("batch group: %w: field %d beside grouped batches", errMalformed, other)
+	}
+	return d.group, nil
+}
+
+// addName adds the plugin's trait name b (a Batch.trait_names field) to
+// the stream's table.
+func (d *flatDecoder) addName(b []byte) error {
+	if !utf8.Valid(b) {
+		return errors.New("trait name is not valid UTF-8")
+	}
+	if len(d.remap) >= maxFlatNames {
+		return fmt.Errorf("more than %d trait names in one stream", maxFlatNames)
+	}
+	n, err := d.name(b)
+	if err != nil {
+		return err
+	}
+	d.remap = append(d.remap, n)
+	return nil
+}
+
 // decode decodes the wire encoding of a cohort.plugin.v1.Batch into d's
 // FlatBatch. Slices other than Customers and Traits are allocated afresh,
-// so FlatBatch.Batch may share them.
+// so FlatBatch.Batch may share them. A batch group is decoded batch by
+// batch (see split), so decode rejects one.
 func (d *flatDecoder) decode(data []byte) (*FlatBatch, error) {
-	var counts [fBatchProblems + 1]int
+	var counts [fBatchBatches + 1]int
 	scan := fieldReader{b: data}
 	for scan.next() {
-		if scan.num <= fBatchProblems {
+		if scan.num <= fBatchBatches {
 			counts[scan.num]++
+		}
+		// Names first: the batch's customers may use them.
+		if scan.is(fBatchTraitNames, protowire.BytesType) {
+			if err := d.addName(scan.bytes); err != nil {
+				return nil, fmt.Errorf("batch field %d: %w", fBatchTraitNames, err)
+			}
 		}
 	}
 	if scan.err != nil {
 		return nil, fmt.Errorf("batch: %w", scan.err)
+	}
+	if counts[fBatchBatches] > 0 {
+		return nil, fmt.Errorf("batch: %w: a batch group where a batch was expected", errMalformed)
 	}
 	b := &d.batch
 	*b = FlatBatch{Customers: growCap(b.Customers[:0], counts[fBatchCustomers]), Traits: b.Traits[:0]}
@@ -522,8 +588,24 @@ func (d *flatDecoder) customer(data []byte) error {
 	start := len(b.Traits)
 	var id []byte // for error messages
 	var err error
-	r := fieldReader{b: data}
-	for r.next() {
+	for len(data) > 0 {
+		// Fast path: an indexed trait of under 128 bytes.
+		if data[0] == tagCustomerIndexed && len(data) > 1 && data[1] < 0x80 && 2+int(data[1]) <= len(data) {
+			l := 2 + int(data[1])
+			if err := d.indexedTrait(data[2:l]); err != nil {
+				return fmt.Errorf("customer %q: %w", id, err)
+			}
+			data = data[l:]
+			continue
+		}
+		r := fieldReader{b: data}
+		if !r.next() {
+			if r.err != nil {
+				return r.err
+			}
+			break
+		}
+		data = r.b
 		switch {
 		case r.is(fCustomerID, protowire.BytesType):
 			if !utf8.Valid(r.bytes) {
@@ -534,13 +616,15 @@ func (d *flatDecoder) customer(data []byte) error {
 			d.addString(-1, r.bytes)
 		case r.is(fCustomerTraits, protowire.BytesType):
 			err = d.trait(r.bytes)
+		case r.is(fCustomerIndexed, protowire.BytesType):
+			err = d.indexedTrait(r.bytes)
 		}
 		if err != nil {
 			return fmt.Errorf("customer %q: %w", id, err)
 		}
-	}
-	if r.err != nil {
-		return r.err
+		if r.err != nil {
+			return r.err
+		}
 	}
 	c := FlatCustomer{Start: start, End: len(b.Traits)}
 	all := string(d.strs)
@@ -574,7 +658,7 @@ func (d *flatDecoder) trait(data []byte) error {
 		if 4+kl <= len(data) && data[2+kl] == tagEntryValue && data[3+kl] < 0x80 && 4+kl+int(data[3+kl]) == len(data) {
 			key := data[2 : 2+kl]
 			if i := d.cache[nameSlot(key)]; i > 0 && d.names.names[i-1] == string(key) {
-				return d.traitValue(int(i-1), data[4+kl:])
+				return d.traitValue(int(i-1), data[4+kl:], 0)
 			}
 		}
 	}
@@ -586,14 +670,54 @@ func (d *flatDecoder) trait(data []byte) error {
 	if err != nil {
 		return err
 	}
-	return d.traitValue(n, val)
+	return d.traitValue(n, val, 0)
 }
 
-// traitValue decodes the value of trait name n of the current customer.
-func (d *flatDecoder) traitValue(n int, val []byte) error {
+// indexedTrait decodes one IndexedTrait of a customer.
+func (d *flatDecoder) indexedTrait(data []byte) error {
+	// Fast path: a name under 128, then one scalar member, as encoders
+	// write it.
+	if len(data) > 2 && data[0] == tagIndexedName && data[1] < 0x80 && int(data[1]) < len(d.remap) {
+		n := d.remap[data[1]]
+		i := d.names.slot(&d.batch, n)
+		v := &d.batch.Traits[i].Value
+		str, ok, err := decodeScalar(v, data[2:], indexedShift<<3)
+		if err != nil {
+			return fmt.Errorf("%q: %w", d.names.names[n], err)
+		}
+		if ok {
+			if v.Type == TypeString {
+				d.addString(i, str)
+			}
+			return nil
+		}
+		// Not a lone scalar: the slot is decoded into again below.
+	}
+	// Otherwise, as protobuf reads it: the last name wins, and an absent
+	// name is 0.
+	var k uint64
+	r := fieldReader{b: data}
+	for r.next() {
+		if r.is(fIndexedName, protowire.VarintType) {
+			k = uint64(uint32(r.u64))
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if k >= uint64(len(d.remap)) {
+		return fmt.Errorf("%w: trait name %d not in the stream's table of %d", errMalformed, k, len(d.remap))
+	}
+	return d.traitValue(d.remap[k], data, indexedShift<<3)
+}
+
+// traitValue decodes the value of trait name n of the current customer
+// from a message holding Value's oneof members with shift added to their
+// tags (see decodeValueInto).
+func (d *flatDecoder) traitValue(n int, val []byte, shift byte) error {
 	i := d.names.slot(&d.batch, n)
 	v := &d.batch.Traits[i].Value
-	str, err := decodeValueInto(v, val)
+	str, err := decodeValueInto(v, val, shift)
 	if err != nil {
 		return fmt.Errorf("%q: %w", d.names.names[n], err)
 	}
@@ -645,6 +769,9 @@ const (
 	tagValueBool   = fValueBool<<3 | byte(protowire.VarintType)
 	tagValueTime   = fValueTime<<3 | byte(protowire.VarintType)
 	tagValueList   = fValueList<<3 | byte(protowire.BytesType)
+	tagIndexedName = fIndexedName<<3 | byte(protowire.VarintType)
+
+	tagCustomerIndexed = fCustomerIndexed<<3 | byte(protowire.BytesType)
 
 	tagStringListValues = fStringListValues<<3 | byte(protowire.BytesType)
 )
@@ -666,7 +793,7 @@ func decodeEntry(data []byte, names *nameTable, m map[string]Value) error {
 
 func decodeValue(data []byte) (Value, error) {
 	var v Value
-	str, err := decodeValueInto(&v, data)
+	str, err := decodeValueInto(&v, data, 0)
 	if v.Type == TypeString && err == nil {
 		v.Str = string(str)
 	}
@@ -675,53 +802,31 @@ func decodeValue(data []byte) (Value, error) {
 
 // decodeValueInto decodes a Value message into *v, except that a string
 // value's bytes (checked to be UTF-8) are returned rather than copied into
-// v.Str, so the caller chooses where its string lives.
-func decodeValueInto(v *Value, data []byte) (str []byte, err error) {
-	// Fast path: a value that is one scalar member, as encoders write it.
-	if len(data) > 1 {
-		switch data[0] {
-		case tagValueString:
-			if b, n := protowire.ConsumeBytes(data[1:]); n == len(data)-1 {
-				if !utf8.Valid(b) {
-					return nil, errNotUTF8
-				}
-				*v = Value{Type: TypeString}
-				return b, nil
-			}
-		case tagValueNumber:
-			if len(data) == 9 {
-				*v = Value{Type: TypeNumber, Num: math.Float64frombits(binary.LittleEndian.Uint64(data[1:]))}
-				return nil, nil
-			}
-		case tagValueBool:
-			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
-				*v = Value{Type: TypeBool, Bool: protowire.DecodeBool(u)}
-				return nil, nil
-			}
-		case tagValueTime:
-			if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
-				*v = Value{Type: TypeTime, Time: time.UnixMilli(int64(u)).UTC()}
-				return nil, nil
-			}
-		}
+// v.Str, so the caller chooses where its string lives. shift is added to
+// the tags of Value's members: 0 for a Value, 1<<3 for an IndexedTrait,
+// whose other field (the name) is then skipped.
+func decodeValueInto(v *Value, data []byte, shift byte) (str []byte, err error) {
+	if str, ok, err := decodeScalar(v, data, shift); ok || err != nil {
+		return str, err
 	}
 	*v = Value{}
+	num := protowire.Number(shift >> 3)
 	r := fieldReader{b: data}
 	for r.next() {
 		// A oneof: the last member on the wire wins.
 		switch {
-		case r.is(fValueString, protowire.BytesType):
+		case r.is(num+fValueString, protowire.BytesType):
 			if !utf8.Valid(r.bytes) {
 				return nil, errNotUTF8
 			}
 			*v, str = Value{Type: TypeString}, r.bytes
-		case r.is(fValueNumber, protowire.Fixed64Type):
+		case r.is(num+fValueNumber, protowire.Fixed64Type):
 			*v, str = Value{Type: TypeNumber, Num: math.Float64frombits(r.u64)}, nil
-		case r.is(fValueBool, protowire.VarintType):
+		case r.is(num+fValueBool, protowire.VarintType):
 			*v, str = Value{Type: TypeBool, Bool: protowire.DecodeBool(r.u64)}, nil
-		case r.is(fValueTime, protowire.VarintType):
+		case r.is(num+fValueTime, protowire.VarintType):
 			*v, str = Value{Type: TypeTime, Time: time.UnixMilli(int64(r.u64)).UTC()}, nil
-		case r.is(fValueList, protowire.BytesType):
+		case r.is(num+fValueList, protowire.BytesType):
 			var l []string
 			l, err = decodeStringList(r.bytes)
 			*v, str = Value{Type: TypeStringList, List: l}, nil
@@ -731,6 +836,41 @@ func decodeValueInto(v *Value, data []byte) (str []byte, err error) {
 		}
 	}
 	return str, r.err
+}
+
+// decodeScalar is decodeValueInto's fast path: data that is exactly one
+// scalar member, as encoders write it. ok is false when data is anything
+// else, and *v is then untouched.
+func decodeScalar(v *Value, data []byte, shift byte) (str []byte, ok bool, err error) {
+	if len(data) < 2 {
+		return nil, false, nil
+	}
+	switch data[0] - shift {
+	case tagValueString:
+		if b, n := protowire.ConsumeBytes(data[1:]); n == len(data)-1 {
+			if !utf8.Valid(b) {
+				return nil, false, errNotUTF8
+			}
+			*v = Value{Type: TypeString}
+			return b, true, nil
+		}
+	case tagValueNumber:
+		if len(data) == 9 {
+			*v = Value{Type: TypeNumber, Num: math.Float64frombits(binary.LittleEndian.Uint64(data[1:]))}
+			return nil, true, nil
+		}
+	case tagValueBool:
+		if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
+			*v = Value{Type: TypeBool, Bool: protowire.DecodeBool(u)}
+			return nil, true, nil
+		}
+	case tagValueTime:
+		if u, n := protowire.ConsumeVarint(data[1:]); n == len(data)-1 {
+			*v = Value{Type: TypeTime, Time: time.UnixMilli(int64(u)).UTC()}
+			return nil, true, nil
+		}
+	}
+	return nil, false, nil
 }
 
 func decodeStringList(data []byte) ([]string, error) {

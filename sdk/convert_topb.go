@@ -377,8 +377,14 @@ const (
 	fBatchCustomers, fBatchDeletes, fBatchEvents, fBatchConsents = 1, 2, 3, 4
 	fBatchCursor, fBatchCaughtUp, fBatchProblems                 = 5, 6, 7
 
-	fCustomerID, fCustomerTraits = 1, 2
-	fEntryKey, fEntryValue       = 1, 2
+	fBatchTraitNames, fBatchBatches = 8, 9
+
+	fCustomerID, fCustomerTraits, fCustomerIndexed = 1, 2, 3
+	fEntryKey, fEntryValue                         = 1, 2
+
+	// An IndexedTrait is its name's index, then the members of Value's
+	// oneof, each numbered one higher than in Value.
+	fIndexedName, indexedShift = 1, 1
 
 	fValueString, fValueNumber, fValueBool, fValueTime, fValueList = 1, 2, 3, 4, 5
 	fStringListValues                                              = 1
@@ -391,19 +397,39 @@ const (
 	fProblemCustomerID, fProblemField, fProblemMessage, fProblemLine, fProblemColumn = 1, 2, 3, 4, 5
 )
 
-// appendBatch appends the wire encoding of b to buf.
+// appendBatch appends the wire encoding of b to buf, with traits in maps.
 func appendBatch(buf []byte, b *Batch) ([]byte, error) {
+	return appendBatchTo(buf, b, nil)
+}
+
+// appendBatchTo appends the wire encoding of b to buf. With a stream's
+// trait name table, customers' traits are in the compact form
+// (Customer.indexed_traits) and the names new to the stream go in the
+// batch's trait_names; otherwise they are maps. On error, the table may
+// hold names the host never received: the stream must end.
+func appendBatchTo(buf []byte, b *Batch, names *traitIndex) ([]byte, error) {
 	var err error
 	for i := range b.Customers {
 		c := &b.Customers[i]
 		buf = protowire.AppendTag(buf, fBatchCustomers, protowire.BytesType)
 		buf, err = appendNested(buf, func(buf []byte) ([]byte, error) {
 			buf = appendString(buf, fCustomerID, c.ID)
+			if names != nil {
+				return appendIndexedTraits(buf, c.Traits, names)
+			}
 			return appendValueMap(buf, fCustomerTraits, c.Traits)
 		})
 		if err != nil {
 			return nil, Errorf(Internal, "", "batch: customer %q: %v", c.ID, err)
 		}
+	}
+	if names != nil {
+		// After the customers, on the wire; the host reads them first.
+		for _, name := range names.added {
+			buf = protowire.AppendTag(buf, fBatchTraitNames, protowire.BytesType)
+			buf = protowire.AppendString(buf, name)
+		}
+		names.added = names.added[:0]
 	}
 	for _, id := range b.Deletes {
 		buf = protowire.AppendTag(buf, fBatchDeletes, protowire.BytesType)
@@ -508,6 +534,66 @@ func appendValueMap(buf []byte, num protowire.Number, m map[string]Value) ([]byt
 	return buf, nil
 }
 
+// traitIndex is a Pull stream's trait name table on the plugin side, for
+// the compact form: a name's index is its position in the order names were
+// first sent.
+type traitIndex struct {
+	index map[string]uint32
+	names []string
+	// cache remembers recently used names by a cheap hash of their bytes
+	// (nameSlot): a hit costs one string comparison, and the names a source
+	// uses are mostly the same constants, compared by pointer.
+	cache [256]int32 // index + 1; 0 = empty
+	// added are the names new since the batch being encoded began.
+	added []string
+}
+
+// lookup returns name's index, adding it when new.
+func (t *traitIndex) lookup(name string) (uint32, error) {
+	slot := nameSlotString(name)
+	if i := t.cache[slot]; i > 0 && t.names[i-1] == name {
+		return uint32(i - 1), nil
+	}
+	n, ok := t.index[name]
+	if !ok {
+		if len(t.names) >= maxFlatNames {
+			return 0, fmt.Errorf("more than %d distinct trait names in one stream", maxFlatNames)
+		}
+		if t.index == nil {
+			t.index = make(map[string]uint32, 32)
+		}
+		n = uint32(len(t.names))
+		t.index[name] = n
+		t.names = append(t.names, name)
+		t.added = append(t.added, name)
+	}
+	t.cache[slot] = int32(n + 1)
+	return n, nil
+}
+
+// appendIndexedTraits appends m as Customer.indexed_traits.
+func appendIndexedTraits(buf []byte, m map[string]Value, names *traitIndex) ([]byte, error) {
+	const tag = byte(fCustomerIndexed)<<3 | byte(protowire.BytesType)
+	for name, v := range m {
+		vs, err := valueSize(&v)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", name, err)
+		}
+		n, err := names.lookup(name)
+		if err != nil {
+			return nil, err
+		}
+		buf = appendLen(append(buf, tag), 1+protowire.SizeVarint(uint64(n))+vs)
+		if n < 0x80 {
+			buf = append(buf, tagIndexedName, byte(n))
+		} else {
+			buf = protowire.AppendVarint(append(buf, tagIndexedName), uint64(n))
+		}
+		buf = appendValueShifted(buf, &v, indexedShift<<3)
+	}
+	return buf, nil
+}
+
 // appendLen appends a length as a varint; most are under 128: one byte.
 func appendLen(buf []byte, n int) []byte {
 	if n < 0x80 {
@@ -546,17 +632,23 @@ func stringListSize(l []string) int {
 // appendValue appends a Value message's body; valueSize has checked v.Type.
 // A oneof member is written even when zero: that is its presence.
 func appendValue(buf []byte, v *Value) []byte {
+	return appendValueShifted(buf, v, 0)
+}
+
+// appendValueShifted appends v's oneof member as appendValue does, with
+// shift added to its tag: 1<<3 numbers it as in an IndexedTrait.
+func appendValueShifted(buf []byte, v *Value, shift byte) []byte {
 	switch v.Type {
 	case TypeString:
-		buf = append(appendLen(append(buf, tagValueString), len(v.Str)), v.Str...)
+		buf = append(appendLen(append(buf, tagValueString+shift), len(v.Str)), v.Str...)
 	case TypeNumber:
-		buf = protowire.AppendFixed64(append(buf, tagValueNumber), math.Float64bits(v.Num))
+		buf = protowire.AppendFixed64(append(buf, tagValueNumber+shift), math.Float64bits(v.Num))
 	case TypeBool:
-		buf = append(buf, tagValueBool, byte(protowire.EncodeBool(v.Bool)))
+		buf = append(buf, tagValueBool+shift, byte(protowire.EncodeBool(v.Bool)))
 	case TypeTime:
-		buf = protowire.AppendVarint(append(buf, tagValueTime), uint64(v.Time.UnixMilli()))
+		buf = protowire.AppendVarint(append(buf, tagValueTime+shift), uint64(v.Time.UnixMilli()))
 	case TypeStringList:
-		buf = appendLen(append(buf, tagValueList), stringListSize(v.List))
+		buf = appendLen(append(buf, tagValueList+shift), stringListSize(v.List))
 		for _, s := range v.List {
 			buf = append(appendLen(append(buf, tagStringListValues), len(s)), s...)
 		}

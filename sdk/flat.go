@@ -174,15 +174,23 @@ func (t *flatNames) nextCustomer() {
 
 // slot returns the position in b.Traits of name n's value for the current
 // customer: a new trait appended for it, or the trait the customer already
-// has by that name (whose value the caller replaces).
+// has by that name. The caller sets the whole Value: a new trait's may
+// hold a stale one (clearing it first would cost a second write of every
+// value, with write barriers).
 func (t *flatNames) slot(b *FlatBatch, n int) int {
 	if t.seen[n] == t.seq {
 		return t.at[n]
 	}
+	i := len(b.Traits)
 	t.seen[n] = t.seq
-	t.at[n] = len(b.Traits)
-	b.Traits = append(b.Traits, FlatTrait{Name: n})
-	return t.at[n]
+	t.at[n] = i
+	if i < cap(b.Traits) {
+		b.Traits = b.Traits[:i+1]
+		b.Traits[i].Name = n
+	} else {
+		b.Traits = append(b.Traits, FlatTrait{Name: n})
+	}
+	return i
 }
 
 // flattener turns the map-form batches of one in-process stream into flat

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	pluginv1 "github.com/cohortd/cohort/sdk/proto/cohort/plugin/v1"
 )
@@ -34,7 +36,18 @@ func (s *sourceServer) Configure(ctx context.Context, req *pluginv1.ConfigureReq
 	return sourceInfoToPB(&info), nil
 }
 
+// Pull serves a Pull stream. With a host that reads them (PullRequest's
+// flags), customers' traits go in the compact form, and batches are sent
+// in groups from a goroutine of their own (see groupSender); otherwise each
+// batch is sent in its own message, with maps, as to any v1 host.
 func (s *sourceServer) Pull(req *pluginv1.PullRequest, stream grpc.ServerStreamingServer[pluginv1.Batch]) error {
+	var names *traitIndex
+	if req.GetIndexedTraits() {
+		names = &traitIndex{}
+	}
+	if req.GetBatchGroups() {
+		return s.pullGrouped(req, stream, names)
+	}
 	// One encoding buffer serves the whole stream: stream.Send has copied
 	// the bytes into gRPC's own buffer when it returns (no stats handler or
 	// binary log holds the message on this server).
@@ -44,17 +57,129 @@ func (s *sourceServer) Pull(req *pluginv1.PullRequest, stream grpc.ServerStreami
 			return Errorf(Internal, "", "source pull: send called with a nil batch")
 		}
 		var err error
-		if buf, err = appendBatch(buf[:0], b); err != nil {
+		if buf, err = appendBatchTo(buf[:0], b, names); err != nil {
 			return err
 		}
-		m := &pluginv1.Batch{}
-		m.ProtoReflect().SetUnknown(buf)
-		if err := stream.Send(m); err != nil {
+		if err := sendRaw(stream, buf); err != nil {
 			return fmt.Errorf("source pull: send batch at cursor %q: %w", b.Cursor, err)
 		}
 		return nil
 	})
 	return toStatus(err)
+}
+
+// sendRaw sends the wire encoding of a Batch: the bytes go as the unknown
+// fields of an empty message, which protobuf copies out as they are.
+func sendRaw(stream grpc.ServerStreamingServer[pluginv1.Batch], buf []byte) error {
+	m := &pluginv1.Batch{}
+	m.ProtoReflect().SetUnknown(buf)
+	return stream.Send(m)
+}
+
+// pullGrouped is Pull sending batch groups: while one message is being
+// sent, the batches the source hands over are encoded and queued, and the
+// next message carries all of them. A source that waits between batches
+// (a live one) still has each sent at once, in a group of one.
+func (s *sourceServer) pullGrouped(req *pluginv1.PullRequest, stream grpc.ServerStreamingServer[pluginv1.Batch], names *traitIndex) error {
+	g := &groupSender{}
+	g.cond.L = &g.mu
+	sent := make(chan error, 1)
+	go func() { sent <- g.run(stream) }()
+	var enc []byte
+	err := s.impl.Pull(stream.Context(), req.GetCursor(), func(b *Batch) error {
+		if b == nil {
+			return Errorf(Internal, "", "source pull: send called with a nil batch")
+		}
+		var err error
+		if enc, err = appendBatchTo(enc[:0], b, names); err != nil {
+			return err
+		}
+		if err := g.add(enc); err != nil {
+			return fmt.Errorf("source pull: send batch at cursor %q: %w", b.Cursor, err)
+		}
+		return nil
+	})
+	// Batches already handed over go out before the stream ends, even
+	// when the source failed after them, as they would one by one.
+	g.close()
+	if serr := <-sent; err == nil && serr != nil {
+		err = fmt.Errorf("source pull: send: %w", serr)
+	}
+	return toStatus(err)
+}
+
+// maxGroupBytes is how much a batch group holds before the source waits
+// for it to be sent; a single batch may be larger.
+const maxGroupBytes = 4 << 20
+
+// groupSender queues encoded batches for one Pull stream and sends them in
+// groups (Batch.batches) from its run goroutine.
+type groupSender struct {
+	mu   sync.Mutex
+	cond sync.Cond // on mu: pending changed, or err, or closed
+	// pending holds the queued batches as Batch.batches fields; spare is
+	// the buffer of the message last sent, for reuse.
+	pending, spare []byte
+	closed         bool
+	err            error // from Send: the stream is broken
+}
+
+// add queues one encoded batch, waiting while the queue is full.
+func (g *groupSender) add(batch []byte) error {
+	size := 1 + protowire.SizeBytes(len(batch))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.err == nil && len(g.pending) > 0 &&
+		(len(g.pending) >= maxGroupBytes || len(g.pending)+size > maxMsgSize) {
+		g.cond.Wait()
+	}
+	if g.err != nil {
+		return g.err
+	}
+	g.pending = protowire.AppendTag(g.pending, fBatchBatches, protowire.BytesType)
+	g.pending = append(protowire.AppendVarint(g.pending, uint64(len(batch))), batch...)
+	g.cond.Broadcast()
+	return nil
+}
+
+// close tells run that no batch will be added.
+func (g *groupSender) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// run sends what is queued until the queue is closed and empty, or a Send
+// fails.
+func (g *groupSender) run(stream grpc.ServerStreamingServer[pluginv1.Batch]) error {
+	for {
+		g.mu.Lock()
+		for len(g.pending) == 0 && !g.closed {
+			g.cond.Wait()
+		}
+		if len(g.pending) == 0 {
+			g.mu.Unlock()
+			return nil
+		}
+		buf := g.pending
+		g.pending = g.spare[:0]
+		g.cond.Broadcast() // room for the source
+		g.mu.Unlock()
+
+		err := sendRaw(stream, buf)
+
+		g.mu.Lock()
+		g.spare = buf
+		if err != nil {
+			g.err = err
+			g.cond.Broadcast()
+		}
+		g.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (s *sourceServer) Webhook(ctx context.Context, req *pluginv1.WebhookRequest) (*pluginv1.SourceWebhookResponse, error) {
@@ -79,6 +204,9 @@ func (s *sourceServer) Webhook(ctx context.Context, req *pluginv1.WebhookRequest
 // sourceClient is the host side: a Source backed by a plugin process.
 type sourceClient struct {
 	client pluginv1.SourceClient
+	// legacy makes Pull ask for neither compact form, as a host that
+	// predates them (for tests and benchmarks).
+	legacy bool
 }
 
 var (
@@ -108,12 +236,13 @@ func (c *sourceClient) Pull(ctx context.Context, cursor string, send func(*Batch
 func (c *sourceClient) PullFlat(ctx context.Context, cursor string, send func(*FlatBatch) error) error {
 	streamCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.client.Pull(streamCtx, &pluginv1.PullRequest{Cursor: cursor},
+	stream, err := c.client.Pull(streamCtx, c.pullRequest(cursor),
 		grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.ForceCodecV2(batchCodec{}))
 	if err != nil {
 		return fromStatus(ctx, "source pull", err, false)
 	}
-	w := wireBatch{dec: &flatDecoder{}}
+	dec := &flatDecoder{}
+	w := wireBatch{dec: dec}
 	for {
 		err := stream.RecvMsg(&w)
 		if errors.Is(err, io.EOF) {
@@ -122,21 +251,44 @@ func (c *sourceClient) PullFlat(ctx context.Context, cursor string, send func(*F
 		if err != nil {
 			return fromStatus(ctx, "source pull", err, false)
 		}
-		if err := send(w.batch); err != nil {
-			return err
+		group, err := dec.split(w.raw)
+		if err != nil {
+			return malformedBatch(err)
+		}
+		if group == nil {
+			group = append(dec.group[:0], w.raw)
+		}
+		for _, raw := range group {
+			b, err := dec.decode(raw)
+			if err != nil {
+				return malformedBatch(err)
+			}
+			if err := send(b); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// wireBatch receives one Pull batch through batchCodec.
-type wireBatch struct {
-	batch *FlatBatch
-	dec   *flatDecoder // shared by the batches of one Pull
+// pullRequest is what PullFlat asks a plugin for: both compact forms,
+// which plugins built with an SDK that predates them ignore.
+func (c *sourceClient) pullRequest(cursor string) *pluginv1.PullRequest {
+	return &pluginv1.PullRequest{Cursor: cursor, IndexedTraits: !c.legacy, BatchGroups: !c.legacy}
 }
 
-// batchCodec is the proto codec, except that it decodes a Pull batch into
-// a *wireBatch straight from the wire (see flatDecoder). It is used for
-// Pull calls only; the content-subtype stays "proto".
+func malformedBatch(err error) error {
+	return Errorf(Internal, "", "source pull: plugin sent a %v", err)
+}
+
+// wireBatch receives one Pull message through batchCodec.
+type wireBatch struct {
+	raw []byte       // the message, in dec.buf
+	dec *flatDecoder // shared by the messages of one Pull
+}
+
+// batchCodec is the proto codec, except that it copies a Pull message into
+// a *wireBatch, to be decoded straight from the wire (see flatDecoder). It
+// is used for Pull calls only; the content-subtype stays "proto".
 type batchCodec struct{}
 
 var protoCodec = encoding.GetCodecV2(proto.Name)
@@ -148,24 +300,15 @@ func (batchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
-	// A batch arrives in several buffers (HTTP/2 frames); they are copied
-	// into the decoder's own buffer, reused without being zeroed.
-	var raw []byte
-	if len(data) == 1 {
-		raw = data[0].ReadOnlyData()
-	} else {
-		n := data.Len()
-		if cap(w.dec.buf) < n {
-			w.dec.buf = make([]byte, n)
-		}
-		raw = w.dec.buf[:n]
-		data.CopyTo(raw)
+	// A message arrives in several buffers (HTTP/2 frames), which gRPC
+	// frees when this returns; they are copied into the decoder's own
+	// buffer, reused without being zeroed.
+	n := data.Len()
+	if cap(w.dec.buf) < n {
+		w.dec.buf = make([]byte, n)
 	}
-	b, err := w.dec.decode(raw)
-	if err != nil {
-		return Errorf(Internal, "", "source pull: plugin sent a %v", err)
-	}
-	w.batch = b
+	w.raw = w.dec.buf[:n]
+	data.CopyTo(w.raw)
 	return nil
 }
 

@@ -954,8 +954,14 @@ func (*Value_ListValue) isValue_Kind() {}
 type Customer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stable customer id, unique within the Cohort installation.
-	Id            string            `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Traits        map[string]*Value `protobuf:"bytes,2,rep,name=traits,proto3" json:"traits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Id     string            `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Traits map[string]*Value `protobuf:"bytes,2,rep,name=traits,proto3" json:"traits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The customer's traits in the compact form, only in a Pull stream whose
+	// PullRequest set indexed_traits: each names its trait by its position in
+	// the stream's trait name table (see Batch.trait_names) instead of by
+	// name. A customer may have both; a trait given in both forms takes the
+	// value given here.
+	IndexedTraits []*IndexedTrait `protobuf:"bytes,3,rep,name=indexed_traits,json=indexedTraits,proto3" json:"indexed_traits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1004,6 +1010,154 @@ func (x *Customer) GetTraits() map[string]*Value {
 	return nil
 }
 
+func (x *Customer) GetIndexedTraits() []*IndexedTrait {
+	if x != nil {
+		return x.IndexedTraits
+	}
+	return nil
+}
+
+// IndexedTrait is one trait value in the compact form: the trait's position
+// in the stream's trait name table and its value, as in Value (an unset kind
+// is a null: the trait is removed).
+type IndexedTrait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  uint32                 `protobuf:"varint,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*IndexedTrait_StringValue
+	//	*IndexedTrait_NumberValue
+	//	*IndexedTrait_BoolValue
+	//	*IndexedTrait_TimeUnixMs
+	//	*IndexedTrait_ListValue
+	Kind          isIndexedTrait_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexedTrait) Reset() {
+	*x = IndexedTrait{}
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexedTrait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexedTrait) ProtoMessage() {}
+
+func (x *IndexedTrait) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexedTrait.ProtoReflect.Descriptor instead.
+func (*IndexedTrait) Descriptor() ([]byte, []int) {
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IndexedTrait) GetName() uint32 {
+	if x != nil {
+		return x.Name
+	}
+	return 0
+}
+
+func (x *IndexedTrait) GetKind() isIndexedTrait_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *IndexedTrait) GetStringValue() string {
+	if x != nil {
+		if x, ok := x.Kind.(*IndexedTrait_StringValue); ok {
+			return x.StringValue
+		}
+	}
+	return ""
+}
+
+func (x *IndexedTrait) GetNumberValue() float64 {
+	if x != nil {
+		if x, ok := x.Kind.(*IndexedTrait_NumberValue); ok {
+			return x.NumberValue
+		}
+	}
+	return 0
+}
+
+func (x *IndexedTrait) GetBoolValue() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*IndexedTrait_BoolValue); ok {
+			return x.BoolValue
+		}
+	}
+	return false
+}
+
+func (x *IndexedTrait) GetTimeUnixMs() int64 {
+	if x != nil {
+		if x, ok := x.Kind.(*IndexedTrait_TimeUnixMs); ok {
+			return x.TimeUnixMs
+		}
+	}
+	return 0
+}
+
+func (x *IndexedTrait) GetListValue() *StringList {
+	if x != nil {
+		if x, ok := x.Kind.(*IndexedTrait_ListValue); ok {
+			return x.ListValue
+		}
+	}
+	return nil
+}
+
+type isIndexedTrait_Kind interface {
+	isIndexedTrait_Kind()
+}
+
+type IndexedTrait_StringValue struct {
+	StringValue string `protobuf:"bytes,2,opt,name=string_value,json=stringValue,proto3,oneof"`
+}
+
+type IndexedTrait_NumberValue struct {
+	NumberValue float64 `protobuf:"fixed64,3,opt,name=number_value,json=numberValue,proto3,oneof"`
+}
+
+type IndexedTrait_BoolValue struct {
+	BoolValue bool `protobuf:"varint,4,opt,name=bool_value,json=boolValue,proto3,oneof"`
+}
+
+type IndexedTrait_TimeUnixMs struct {
+	TimeUnixMs int64 `protobuf:"varint,5,opt,name=time_unix_ms,json=timeUnixMs,proto3,oneof"`
+}
+
+type IndexedTrait_ListValue struct {
+	ListValue *StringList `protobuf:"bytes,6,opt,name=list_value,json=listValue,proto3,oneof"`
+}
+
+func (*IndexedTrait_StringValue) isIndexedTrait_Kind() {}
+
+func (*IndexedTrait_NumberValue) isIndexedTrait_Kind() {}
+
+func (*IndexedTrait_BoolValue) isIndexedTrait_Kind() {}
+
+func (*IndexedTrait_TimeUnixMs) isIndexedTrait_Kind() {}
+
+func (*IndexedTrait_ListValue) isIndexedTrait_Kind() {}
+
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stable id; a replayed id is counted once.
@@ -1021,7 +1175,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1187,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1200,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetId() string {
@@ -1115,7 +1269,7 @@ type ConsentChange struct {
 
 func (x *ConsentChange) Reset() {
 	*x = ConsentChange{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1281,7 @@ func (x *ConsentChange) String() string {
 func (*ConsentChange) ProtoMessage() {}
 
 func (x *ConsentChange) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1294,7 @@ func (x *ConsentChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentChange.ProtoReflect.Descriptor instead.
 func (*ConsentChange) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConsentChange) GetCustomerId() string {
@@ -1194,7 +1348,7 @@ type Problem struct {
 
 func (x *Problem) Reset() {
 	*x = Problem{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1360,7 @@ func (x *Problem) String() string {
 func (*Problem) ProtoMessage() {}
 
 func (x *Problem) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1373,7 @@ func (x *Problem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Problem.ProtoReflect.Descriptor instead.
 func (*Problem) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Problem) GetCustomerId() string {
@@ -1260,14 +1414,21 @@ func (x *Problem) GetColumn() int32 {
 type PullRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque cursor from the last committed batch; empty = from the beginning.
-	Cursor        string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The host reads the compact trait form (Customer.indexed_traits,
+	// Batch.trait_names). A plugin may ignore this and send maps; it must not
+	// send the compact form when this is unset (older hosts do not read it).
+	IndexedTraits bool `protobuf:"varint,2,opt,name=indexed_traits,json=indexedTraits,proto3" json:"indexed_traits,omitempty"`
+	// The host reads batch groups (Batch.batches). A plugin may ignore this;
+	// it must not send groups when this is unset.
+	BatchGroups   bool `protobuf:"varint,3,opt,name=batch_groups,json=batchGroups,proto3" json:"batch_groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1440,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1453,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PullRequest) GetCursor() string {
@@ -1300,6 +1461,20 @@ func (x *PullRequest) GetCursor() string {
 		return x.Cursor
 	}
 	return ""
+}
+
+func (x *PullRequest) GetIndexedTraits() bool {
+	if x != nil {
+		return x.IndexedTraits
+	}
+	return false
+}
+
+func (x *PullRequest) GetBatchGroups() bool {
+	if x != nil {
+		return x.BatchGroups
+	}
+	return false
 }
 
 // Batch is committed by the host with its cursor in one transaction.
@@ -1313,15 +1488,27 @@ type Batch struct {
 	// Cursor after this batch: a restart resumes with it.
 	Cursor string `protobuf:"bytes,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// The backlog is drained; further batches are live changes.
-	CaughtUp      bool       `protobuf:"varint,6,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
-	Problems      []*Problem `protobuf:"bytes,7,rep,name=problems,proto3" json:"problems,omitempty"`
+	CaughtUp bool       `protobuf:"varint,6,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	Problems []*Problem `protobuf:"bytes,7,rep,name=problems,proto3" json:"problems,omitempty"`
+	// Names added to the stream's trait name table, in order, before this
+	// batch's customers are read (only when PullRequest.indexed_traits is
+	// set). The table belongs to one Pull stream: it starts empty, only grows,
+	// and position i names the same trait in every later batch of the stream.
+	TraitNames []string `protobuf:"bytes,8,rep,name=trait_names,json=traitNames,proto3" json:"trait_names,omitempty"`
+	// A batch group (only when PullRequest.batch_groups is set): the message
+	// carries these batches, in order, and none of its other fields are set.
+	// Each is a batch of its own, committed with its own cursor, exactly as
+	// if sent in a message of its own; a plugin groups batches that are ready
+	// together so that fewer, larger messages cross the connection. A grouped
+	// batch has no batches of its own.
+	Batches       []*Batch `protobuf:"bytes,9,rep,name=batches,proto3" json:"batches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1520,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1533,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Batch) GetCustomers() []*Customer {
@@ -1398,6 +1585,20 @@ func (x *Batch) GetProblems() []*Problem {
 	return nil
 }
 
+func (x *Batch) GetTraitNames() []string {
+	if x != nil {
+		return x.TraitNames
+	}
+	return nil
+}
+
+func (x *Batch) GetBatches() []*Batch {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
 type SourceWebhookResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Response *HttpResponse          `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
@@ -1410,7 +1611,7 @@ type SourceWebhookResponse struct {
 
 func (x *SourceWebhookResponse) Reset() {
 	*x = SourceWebhookResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1623,7 @@ func (x *SourceWebhookResponse) String() string {
 func (*SourceWebhookResponse) ProtoMessage() {}
 
 func (x *SourceWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1636,7 @@ func (x *SourceWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceWebhookResponse.ProtoReflect.Descriptor instead.
 func (*SourceWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SourceWebhookResponse) GetResponse() *HttpResponse {
@@ -1470,7 +1671,7 @@ type ChannelInfo struct {
 
 func (x *ChannelInfo) Reset() {
 	*x = ChannelInfo{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1683,7 @@ func (x *ChannelInfo) String() string {
 func (*ChannelInfo) ProtoMessage() {}
 
 func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1696,7 @@ func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfo.ProtoReflect.Descriptor instead.
 func (*ChannelInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChannelInfo) GetName() string {
@@ -1563,7 +1764,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1776,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1789,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Message) GetKey() string {
@@ -1670,7 +1871,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1883,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1896,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendRequest) GetMessages() []*Message {
@@ -1721,7 +1922,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1934,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1947,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Result) GetKey() string {
@@ -1801,7 +2002,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2014,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2027,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendResponse) GetResults() []*Result {
@@ -1855,7 +2056,7 @@ type DeliveryEvent struct {
 
 func (x *DeliveryEvent) Reset() {
 	*x = DeliveryEvent{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2068,7 @@ func (x *DeliveryEvent) String() string {
 func (*DeliveryEvent) ProtoMessage() {}
 
 func (x *DeliveryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2081,7 @@ func (x *DeliveryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryEvent.ProtoReflect.Descriptor instead.
 func (*DeliveryEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeliveryEvent) GetKey() string {
@@ -1949,7 +2150,7 @@ type ChannelWebhookResponse struct {
 
 func (x *ChannelWebhookResponse) Reset() {
 	*x = ChannelWebhookResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2162,7 @@ func (x *ChannelWebhookResponse) String() string {
 func (*ChannelWebhookResponse) ProtoMessage() {}
 
 func (x *ChannelWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2175,7 @@ func (x *ChannelWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ChannelWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChannelWebhookResponse) GetResponse() *HttpResponse {
@@ -2047,13 +2248,25 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"timeUnixMs\x12=\n" +
 	"\n" +
 	"list_value\x18\x05 \x01(\v2\x1c.cohort.plugin.v1.StringListH\x00R\tlistValueB\x06\n" +
-	"\x04kind\"\xae\x01\n" +
+	"\x04kind\"\xf5\x01\n" +
 	"\bCustomer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12>\n" +
-	"\x06traits\x18\x02 \x03(\v2&.cohort.plugin.v1.Customer.TraitsEntryR\x06traits\x1aR\n" +
+	"\x06traits\x18\x02 \x03(\v2&.cohort.plugin.v1.Customer.TraitsEntryR\x06traits\x12E\n" +
+	"\x0eindexed_traits\x18\x03 \x03(\v2\x1e.cohort.plugin.v1.IndexedTraitR\rindexedTraits\x1aR\n" +
 	"\vTraitsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
-	"\x05value\x18\x02 \x01(\v2\x17.cohort.plugin.v1.ValueR\x05value:\x028\x01\"\xc2\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.cohort.plugin.v1.ValueR\x05value:\x028\x01\"\xf8\x01\n" +
+	"\fIndexedTrait\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\rR\x04name\x12#\n" +
+	"\fstring_value\x18\x02 \x01(\tH\x00R\vstringValue\x12#\n" +
+	"\fnumber_value\x18\x03 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
+	"\n" +
+	"bool_value\x18\x04 \x01(\bH\x00R\tboolValue\x12\"\n" +
+	"\ftime_unix_ms\x18\x05 \x01(\x03H\x00R\n" +
+	"timeUnixMs\x12=\n" +
+	"\n" +
+	"list_value\x18\x06 \x01(\v2\x1c.cohort.plugin.v1.StringListH\x00R\tlistValueB\x06\n" +
+	"\x04kind\"\xc2\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -2083,9 +2296,11 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
 	"\x04line\x18\x04 \x01(\x05R\x04line\x12\x16\n" +
-	"\x06column\x18\x05 \x01(\x05R\x06column\"%\n" +
+	"\x06column\x18\x05 \x01(\x05R\x06column\"o\n" +
 	"\vPullRequest\x12\x16\n" +
-	"\x06cursor\x18\x01 \x01(\tR\x06cursor\"\xb5\x02\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12%\n" +
+	"\x0eindexed_traits\x18\x02 \x01(\bR\rindexedTraits\x12!\n" +
+	"\fbatch_groups\x18\x03 \x01(\bR\vbatchGroups\"\x89\x03\n" +
 	"\x05Batch\x128\n" +
 	"\tcustomers\x18\x01 \x03(\v2\x1a.cohort.plugin.v1.CustomerR\tcustomers\x12\x18\n" +
 	"\adeletes\x18\x02 \x03(\tR\adeletes\x12/\n" +
@@ -2093,7 +2308,10 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bconsents\x18\x04 \x03(\v2\x1f.cohort.plugin.v1.ConsentChangeR\bconsents\x12\x16\n" +
 	"\x06cursor\x18\x05 \x01(\tR\x06cursor\x12\x1b\n" +
 	"\tcaught_up\x18\x06 \x01(\bR\bcaughtUp\x125\n" +
-	"\bproblems\x18\a \x03(\v2\x19.cohort.plugin.v1.ProblemR\bproblems\"\x82\x01\n" +
+	"\bproblems\x18\a \x03(\v2\x19.cohort.plugin.v1.ProblemR\bproblems\x12\x1f\n" +
+	"\vtrait_names\x18\b \x03(\tR\n" +
+	"traitNames\x121\n" +
+	"\abatches\x18\t \x03(\v2\x17.cohort.plugin.v1.BatchR\abatches\"\x82\x01\n" +
 	"\x15SourceWebhookResponse\x12:\n" +
 	"\bresponse\x18\x01 \x01(\v2\x1e.cohort.plugin.v1.HttpResponseR\bresponse\x12-\n" +
 	"\x05batch\x18\x02 \x01(\v2\x17.cohort.plugin.v1.BatchR\x05batch\"\xa5\x01\n" +
@@ -2199,7 +2417,7 @@ func file_cohort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cohort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_cohort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_cohort_plugin_v1_plugin_proto_goTypes = []any{
 	(TraitType)(0),                 // 0: cohort.plugin.v1.TraitType
 	(ConsentStatus)(0),             // 1: cohort.plugin.v1.ConsentStatus
@@ -2215,22 +2433,23 @@ var file_cohort_plugin_v1_plugin_proto_goTypes = []any{
 	(*StringList)(nil),             // 11: cohort.plugin.v1.StringList
 	(*Value)(nil),                  // 12: cohort.plugin.v1.Value
 	(*Customer)(nil),               // 13: cohort.plugin.v1.Customer
-	(*Event)(nil),                  // 14: cohort.plugin.v1.Event
-	(*ConsentChange)(nil),          // 15: cohort.plugin.v1.ConsentChange
-	(*Problem)(nil),                // 16: cohort.plugin.v1.Problem
-	(*PullRequest)(nil),            // 17: cohort.plugin.v1.PullRequest
-	(*Batch)(nil),                  // 18: cohort.plugin.v1.Batch
-	(*SourceWebhookResponse)(nil),  // 19: cohort.plugin.v1.SourceWebhookResponse
-	(*ChannelInfo)(nil),            // 20: cohort.plugin.v1.ChannelInfo
-	(*Message)(nil),                // 21: cohort.plugin.v1.Message
-	(*SendRequest)(nil),            // 22: cohort.plugin.v1.SendRequest
-	(*Result)(nil),                 // 23: cohort.plugin.v1.Result
-	(*SendResponse)(nil),           // 24: cohort.plugin.v1.SendResponse
-	(*DeliveryEvent)(nil),          // 25: cohort.plugin.v1.DeliveryEvent
-	(*ChannelWebhookResponse)(nil), // 26: cohort.plugin.v1.ChannelWebhookResponse
-	nil,                            // 27: cohort.plugin.v1.Customer.TraitsEntry
-	nil,                            // 28: cohort.plugin.v1.Event.PropertiesEntry
-	nil,                            // 29: cohort.plugin.v1.Message.MetadataEntry
+	(*IndexedTrait)(nil),           // 14: cohort.plugin.v1.IndexedTrait
+	(*Event)(nil),                  // 15: cohort.plugin.v1.Event
+	(*ConsentChange)(nil),          // 16: cohort.plugin.v1.ConsentChange
+	(*Problem)(nil),                // 17: cohort.plugin.v1.Problem
+	(*PullRequest)(nil),            // 18: cohort.plugin.v1.PullRequest
+	(*Batch)(nil),                  // 19: cohort.plugin.v1.Batch
+	(*SourceWebhookResponse)(nil),  // 20: cohort.plugin.v1.SourceWebhookResponse
+	(*ChannelInfo)(nil),            // 21: cohort.plugin.v1.ChannelInfo
+	(*Message)(nil),                // 22: cohort.plugin.v1.Message
+	(*SendRequest)(nil),            // 23: cohort.plugin.v1.SendRequest
+	(*Result)(nil),                 // 24: cohort.plugin.v1.Result
+	(*SendResponse)(nil),           // 25: cohort.plugin.v1.SendResponse
+	(*DeliveryEvent)(nil),          // 26: cohort.plugin.v1.DeliveryEvent
+	(*ChannelWebhookResponse)(nil), // 27: cohort.plugin.v1.ChannelWebhookResponse
+	nil,                            // 28: cohort.plugin.v1.Customer.TraitsEntry
+	nil,                            // 29: cohort.plugin.v1.Event.PropertiesEntry
+	nil,                            // 30: cohort.plugin.v1.Message.MetadataEntry
 }
 var file_cohort_plugin_v1_plugin_proto_depIdxs = []int32{
 	5,  // 0: cohort.plugin.v1.WebhookRequest.headers:type_name -> cohort.plugin.v1.Header
@@ -2239,42 +2458,45 @@ var file_cohort_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 3: cohort.plugin.v1.SourceInfo.traits:type_name -> cohort.plugin.v1.TraitDef
 	9,  // 4: cohort.plugin.v1.SourceInfo.contact:type_name -> cohort.plugin.v1.ContactFields
 	11, // 5: cohort.plugin.v1.Value.list_value:type_name -> cohort.plugin.v1.StringList
-	27, // 6: cohort.plugin.v1.Customer.traits:type_name -> cohort.plugin.v1.Customer.TraitsEntry
-	28, // 7: cohort.plugin.v1.Event.properties:type_name -> cohort.plugin.v1.Event.PropertiesEntry
-	1,  // 8: cohort.plugin.v1.ConsentChange.status:type_name -> cohort.plugin.v1.ConsentStatus
-	13, // 9: cohort.plugin.v1.Batch.customers:type_name -> cohort.plugin.v1.Customer
-	14, // 10: cohort.plugin.v1.Batch.events:type_name -> cohort.plugin.v1.Event
-	15, // 11: cohort.plugin.v1.Batch.consents:type_name -> cohort.plugin.v1.ConsentChange
-	16, // 12: cohort.plugin.v1.Batch.problems:type_name -> cohort.plugin.v1.Problem
-	7,  // 13: cohort.plugin.v1.SourceWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
-	18, // 14: cohort.plugin.v1.SourceWebhookResponse.batch:type_name -> cohort.plugin.v1.Batch
-	5,  // 15: cohort.plugin.v1.Message.headers:type_name -> cohort.plugin.v1.Header
-	29, // 16: cohort.plugin.v1.Message.metadata:type_name -> cohort.plugin.v1.Message.MetadataEntry
-	21, // 17: cohort.plugin.v1.SendRequest.messages:type_name -> cohort.plugin.v1.Message
-	2,  // 18: cohort.plugin.v1.Result.status:type_name -> cohort.plugin.v1.ResultStatus
-	23, // 19: cohort.plugin.v1.SendResponse.results:type_name -> cohort.plugin.v1.Result
-	3,  // 20: cohort.plugin.v1.DeliveryEvent.type:type_name -> cohort.plugin.v1.DeliveryType
-	7,  // 21: cohort.plugin.v1.ChannelWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
-	25, // 22: cohort.plugin.v1.ChannelWebhookResponse.events:type_name -> cohort.plugin.v1.DeliveryEvent
-	12, // 23: cohort.plugin.v1.Customer.TraitsEntry.value:type_name -> cohort.plugin.v1.Value
-	12, // 24: cohort.plugin.v1.Event.PropertiesEntry.value:type_name -> cohort.plugin.v1.Value
-	4,  // 25: cohort.plugin.v1.Source.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
-	17, // 26: cohort.plugin.v1.Source.Pull:input_type -> cohort.plugin.v1.PullRequest
-	6,  // 27: cohort.plugin.v1.Source.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
-	4,  // 28: cohort.plugin.v1.Channel.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
-	22, // 29: cohort.plugin.v1.Channel.Send:input_type -> cohort.plugin.v1.SendRequest
-	6,  // 30: cohort.plugin.v1.Channel.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
-	10, // 31: cohort.plugin.v1.Source.Configure:output_type -> cohort.plugin.v1.SourceInfo
-	18, // 32: cohort.plugin.v1.Source.Pull:output_type -> cohort.plugin.v1.Batch
-	19, // 33: cohort.plugin.v1.Source.Webhook:output_type -> cohort.plugin.v1.SourceWebhookResponse
-	20, // 34: cohort.plugin.v1.Channel.Configure:output_type -> cohort.plugin.v1.ChannelInfo
-	24, // 35: cohort.plugin.v1.Channel.Send:output_type -> cohort.plugin.v1.SendResponse
-	26, // 36: cohort.plugin.v1.Channel.Webhook:output_type -> cohort.plugin.v1.ChannelWebhookResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	28, // 6: cohort.plugin.v1.Customer.traits:type_name -> cohort.plugin.v1.Customer.TraitsEntry
+	14, // 7: cohort.plugin.v1.Customer.indexed_traits:type_name -> cohort.plugin.v1.IndexedTrait
+	11, // 8: cohort.plugin.v1.IndexedTrait.list_value:type_name -> cohort.plugin.v1.StringList
+	29, // 9: cohort.plugin.v1.Event.properties:type_name -> cohort.plugin.v1.Event.PropertiesEntry
+	1,  // 10: cohort.plugin.v1.ConsentChange.status:type_name -> cohort.plugin.v1.ConsentStatus
+	13, // 11: cohort.plugin.v1.Batch.customers:type_name -> cohort.plugin.v1.Customer
+	15, // 12: cohort.plugin.v1.Batch.events:type_name -> cohort.plugin.v1.Event
+	16, // 13: cohort.plugin.v1.Batch.consents:type_name -> cohort.plugin.v1.ConsentChange
+	17, // 14: cohort.plugin.v1.Batch.problems:type_name -> cohort.plugin.v1.Problem
+	19, // 15: cohort.plugin.v1.Batch.batches:type_name -> cohort.plugin.v1.Batch
+	7,  // 16: cohort.plugin.v1.SourceWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
+	19, // 17: cohort.plugin.v1.SourceWebhookResponse.batch:type_name -> cohort.plugin.v1.Batch
+	5,  // 18: cohort.plugin.v1.Message.headers:type_name -> cohort.plugin.v1.Header
+	30, // 19: cohort.plugin.v1.Message.metadata:type_name -> cohort.plugin.v1.Message.MetadataEntry
+	22, // 20: cohort.plugin.v1.SendRequest.messages:type_name -> cohort.plugin.v1.Message
+	2,  // 21: cohort.plugin.v1.Result.status:type_name -> cohort.plugin.v1.ResultStatus
+	24, // 22: cohort.plugin.v1.SendResponse.results:type_name -> cohort.plugin.v1.Result
+	3,  // 23: cohort.plugin.v1.DeliveryEvent.type:type_name -> cohort.plugin.v1.DeliveryType
+	7,  // 24: cohort.plugin.v1.ChannelWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
+	26, // 25: cohort.plugin.v1.ChannelWebhookResponse.events:type_name -> cohort.plugin.v1.DeliveryEvent
+	12, // 26: cohort.plugin.v1.Customer.TraitsEntry.value:type_name -> cohort.plugin.v1.Value
+	12, // 27: cohort.plugin.v1.Event.PropertiesEntry.value:type_name -> cohort.plugin.v1.Value
+	4,  // 28: cohort.plugin.v1.Source.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
+	18, // 29: cohort.plugin.v1.Source.Pull:input_type -> cohort.plugin.v1.PullRequest
+	6,  // 30: cohort.plugin.v1.Source.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
+	4,  // 31: cohort.plugin.v1.Channel.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
+	23, // 32: cohort.plugin.v1.Channel.Send:input_type -> cohort.plugin.v1.SendRequest
+	6,  // 33: cohort.plugin.v1.Channel.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
+	10, // 34: cohort.plugin.v1.Source.Configure:output_type -> cohort.plugin.v1.SourceInfo
+	19, // 35: cohort.plugin.v1.Source.Pull:output_type -> cohort.plugin.v1.Batch
+	20, // 36: cohort.plugin.v1.Source.Webhook:output_type -> cohort.plugin.v1.SourceWebhookResponse
+	21, // 37: cohort.plugin.v1.Channel.Configure:output_type -> cohort.plugin.v1.ChannelInfo
+	25, // 38: cohort.plugin.v1.Channel.Send:output_type -> cohort.plugin.v1.SendResponse
+	27, // 39: cohort.plugin.v1.Channel.Webhook:output_type -> cohort.plugin.v1.ChannelWebhookResponse
+	34, // [34:40] is the sub-list for method output_type
+	28, // [28:34] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_cohort_plugin_v1_plugin_proto_init() }
@@ -2289,13 +2511,20 @@ func file_cohort_plugin_v1_plugin_proto_init() {
 		(*Value_TimeUnixMs)(nil),
 		(*Value_ListValue)(nil),
 	}
+	file_cohort_plugin_v1_plugin_proto_msgTypes[10].OneofWrappers = []any{
+		(*IndexedTrait_StringValue)(nil),
+		(*IndexedTrait_NumberValue)(nil),
+		(*IndexedTrait_BoolValue)(nil),
+		(*IndexedTrait_TimeUnixMs)(nil),
+		(*IndexedTrait_ListValue)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_plugin_v1_plugin_proto_rawDesc), len(file_cohort_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,10 @@
+package sdk
+
+// LegacyPull returns src, a Source dispensed from a plugin, pulling as a
+// host that predates the compact stream forms: each batch in a message of
+// its own, traits in maps.
+func LegacyPull(src Source) Source {
+	c := *src.(*sourceClient)
+	c.legacy = true
+	return &c
+}
