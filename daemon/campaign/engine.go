@@ -113,6 +113,9 @@ type Engine struct {
 
 	plan  atomic.Pointer[plan]
 	passC chan Pass
+	// lateFull is a full pass that found passC full; the planner takes it
+	// at its next run.
+	lateFull atomic.Pointer[Pass]
 	wake  map[string]chan struct{}
 	kick  chan struct{}
 
@@ -215,10 +218,9 @@ func (e *Engine) Notify(p Pass) {
 	case e.passC <- p:
 	default:
 		if p.Full {
-			go func() { e.passC <- p }()
-		} else {
-			e.Kick()
+			e.lateFull.Store(&p)
 		}
+		e.Kick()
 	}
 }
 
@@ -297,6 +299,9 @@ func (e *Engine) planLoop(ctx context.Context) {
 			p = &got
 		case <-e.kick:
 		case <-t.C:
+		}
+		if p == nil {
+			p = e.lateFull.Swap(nil)
 		}
 		if err := e.PlanOnce(ctx, p); err != nil && ctx.Err() == nil {
 			e.log.Error("campaign planning failed; retrying at the next pass or tick", "err", err)
