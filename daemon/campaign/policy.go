@@ -38,15 +38,25 @@ const (
 // Consented applies the consent records of one customer (oldest first) to a
 // channel kind: the latest record of the kind or of "all" decides, by the
 // time the source gives it, so a stale opt-in (an old CRM export) never
-// lifts a newer unsubscribe. It returns "" when the customer may be
-// messaged, else the skip reason.
+// lifts a newer unsubscribe. A record repeating its source's previous
+// status for the kind is not a change and is ignored: a CRM export that
+// still says "yes" when re-imported after an unsubscribe does not
+// re-subscribe anyone (only a change in the CRM, to no and back to yes,
+// does). It returns "" when the customer may be messaged, else the skip
+// reason.
 func Consented(records []storage.Consent, kind string, mode ConsentMode) string {
 	var latest *storage.Consent
+	last := map[[2]string]string{}
 	for i := range records {
 		r := &records[i]
 		if r.Kind != kind && r.Kind != "all" {
 			continue
 		}
+		k := [2]string{r.Source, r.Kind}
+		if last[k] == r.Status {
+			continue
+		}
+		last[k] = r.Status
 		if latest == nil || !r.Time.Before(latest.Time) {
 			latest = r
 		}
