@@ -654,6 +654,29 @@ func (db *DB) OutboxCounts(ctx context.Context, campaign string) (map[string]int
 	return out, rows.Err()
 }
 
+// UnresolvedUnknowns counts, per campaign, unknown rows claimed before
+// cutoff: still without a delivery event to resolve them.
+func (db *DB) UnresolvedUnknowns(ctx context.Context, cutoff time.Time) (map[string]int64, error) {
+	rows, err := db.session(ctx).Raw(`SELECT campaign, COUNT(*) FROM outbox WHERE state = 'unknown' AND claimed_ms < ?
+		GROUP BY campaign`, cutoff.UnixMilli()).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("storage: unresolved unknowns: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			c string
+			n int64
+		)
+		if err := rows.Scan(&c, &n); err != nil {
+			return nil, err
+		}
+		out[c] = n
+	}
+	return out, rows.Err()
+}
+
 // DeliveryEvent is one provider event about a message, as stored.
 type DeliveryEvent struct {
 	Channel string

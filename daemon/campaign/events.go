@@ -159,6 +159,8 @@ func (e *Engine) Unsubscribe(ctx context.Context, c unsubscribe.Claims, at time.
 func (e *Engine) reapLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastReport time.Time
+	reported := map[string]int64{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -167,7 +169,37 @@ func (e *Engine) reapLoop(ctx context.Context) {
 			if err := e.reap(ctx, false); err != nil && ctx.Err() == nil {
 				e.log.Error("expired leases not settled", "err", err)
 			}
+			if time.Since(lastReport) >= time.Minute {
+				lastReport = time.Now()
+				e.reportUnknowns(ctx, reported)
+			}
 		}
+	}
+}
+
+// reportUnknowns reports, per campaign, the unknown rows no delivery event
+// resolved within the unknown TTL: logged when the count changes, and the
+// cohort_campaign_unresolved_unknowns gauge.
+func (e *Engine) reportUnknowns(ctx context.Context, reported map[string]int64) {
+	counts, err := e.db.UnresolvedUnknowns(ctx, e.opt.Now().Add(-e.opt.Messages.UnknownTTL))
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Error("unresolved unknowns not counted", "err", err)
+		}
+		return
+	}
+	for c := range reported {
+		if _, ok := counts[c]; !ok {
+			counts[c] = 0
+		}
+	}
+	for c, n := range counts {
+		e.m.unresolved.WithLabelValues(c).Set(float64(n))
+		if n != reported[c] && n > 0 {
+			e.log.Warn("messages with an unknown outcome: the provider may or may not have them, and no delivery event said; they are not resent (on_unknown: report)",
+				"campaign", c, "unresolved", n, "older_than", e.opt.Messages.UnknownTTL)
+		}
+		reported[c] = n
 	}
 }
 
@@ -244,6 +276,7 @@ type metrics struct {
 	held         *prometheus.CounterVec
 	unsubscribes *prometheus.CounterVec
 	winners      *prometheus.CounterVec
+	unresolved   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -263,8 +296,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Unsubscribes from links, by kind and how (one-click, page)."}, []string{"kind", "via"}),
 		winners: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "cohort", Subsystem: "campaign", Name: "winner_decisions_total",
 			Help: "Winner decisions, by campaign and winning variant."}, []string{"campaign", "variant"}),
+		unresolved: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "cohort", Subsystem: "campaign", Name: "unresolved_unknowns",
+			Help: "Messages whose outcome stayed unknown past messages.unknown_ttl, by campaign."}, []string{"campaign"}),
 	}
-	reg.MustRegister(m.occurrences, m.messages, m.deferred, m.deliveries, m.held, m.unsubscribes, m.winners)
+	reg.MustRegister(m.occurrences, m.messages, m.deferred, m.deliveries, m.held, m.unsubscribes, m.winners, m.unresolved)
 	return m
 }
 
