@@ -116,8 +116,8 @@ type Engine struct {
 	// lateFull is a full pass that found passC full; the planner takes it
 	// at its next run.
 	lateFull atomic.Pointer[Pass]
-	wake  map[string]chan struct{}
-	kick  chan struct{}
+	wake     map[string]chan struct{}
+	kick     chan struct{}
 
 	mu     sync.Mutex
 	states map[string]storage.CampaignState
