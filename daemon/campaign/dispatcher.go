@@ -71,14 +71,25 @@ func (d *dispatcher) once(ctx context.Context) (int, error) {
 	if d.ch.Ready != nil && !d.ch.Ready() {
 		return 0, nil
 	}
+	// With a rate limit, a claim takes at most the tokens available (one
+	// at least, waited for), so no lease is held while waiting for more.
+	limit := d.batch
 	if d.limiter != nil {
-		if err := d.limiter.WaitN(ctx, d.batch); err != nil {
+		if err := d.limiter.Wait(ctx); err != nil {
 			return 0, nil
 		}
+		limit = min(d.batch, 1+int(d.limiter.Tokens()))
 	}
 	now := d.e.opt.Now()
 	token := newToken()
-	rows, settled, err := d.claim(ctx, now, token)
+	rows, settled, err := d.claim(ctx, now, token, limit)
+	if d.limiter != nil {
+		if n := len(rows) - 1; n > 0 {
+			if r := d.limiter.ReserveN(time.Now(), n); r.OK() {
+				time.Sleep(r.Delay())
+			}
+		}
+	}
 	if err != nil || len(rows) == 0 {
 		return settled, err
 	}
@@ -95,7 +106,7 @@ func newToken() string {
 // claim takes up to a batch of due rows in one transaction, applying the
 // send-time policies to each: blocked rows are skipped, capped and quiet
 // rows deferred, the rest move to sending under this lease.
-func (d *dispatcher) claim(ctx context.Context, now time.Time, token string) ([]claimed, int, error) {
+func (d *dispatcher) claim(ctx context.Context, now time.Time, token string, limit int) ([]claimed, int, error) {
 	e := d.e
 	pl := e.plan.Load()
 	types := e.traitTypes()
@@ -116,7 +127,7 @@ func (d *dispatcher) claim(ctx context.Context, now time.Time, token string) ([]
 	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		out, settled = out[:0], 0
 		finish, defers = map[string][]int64{}, map[deferral][]int64{}
-		rows, err := tx.DueOutbox(d.ch.Name, now, d.batch)
+		rows, err := tx.DueOutbox(d.ch.Name, now, limit)
 		rowOf = make(map[int64]storage.OutboxRow, len(rows))
 		for _, r := range rows {
 			rowOf[r.ID] = r
