@@ -359,8 +359,10 @@ func printReport(out io.Writer, r *reportJSON) {
 		fmt.Fprintln(out, "winner: no winner test configured (no winner yet)")
 	case r.Decision.Verdict == stats.WinnerFound:
 		fmt.Fprintf(out, "winner: %s (%s)\n", r.Decision.Winner, r.Decision.Reason)
+	case r.Decision.Verdict == stats.NoWinnerYet:
+		fmt.Fprintf(out, "winner: no winner yet (%s)\n", strings.TrimPrefix(r.Decision.Reason, "no winner yet: "))
 	default:
-		fmt.Fprintf(out, "winner: no winner yet (%s: %s)\n", r.Decision.Verdict, r.Decision.Reason)
+		fmt.Fprintf(out, "winner: none, no winner yet (%s: %s)\n", r.Decision.Verdict, r.Decision.Reason)
 	}
 	if r.Decision != nil {
 		for _, p := range r.Decision.Pairs {

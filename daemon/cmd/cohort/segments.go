@@ -113,7 +113,12 @@ func (w *workspace) loadProfiles(ctx context.Context) error {
 		return err
 	}
 	var err error
-	w.store, err = daemon.LoadProfiles(ctx, w.db, w.schema.Rules, w.log, w.progress)
+	var progress []func(int, bool)
+	if w.progress != nil {
+		// LoadProfiles calls every function it is given: a nil one panics.
+		progress = append(progress, w.progress)
+	}
+	w.store, err = daemon.LoadProfiles(ctx, w.db, w.schema.Rules, w.log, progress...)
 	if err != nil {
 		return err
 	}
