@@ -21,6 +21,7 @@ import (
 	"github.com/cohortd/cohort/rules"
 	"github.com/cohortd/cohort/sdk/sdktest"
 	"github.com/cohortd/cohort/storage"
+	"github.com/cohortd/cohort/storage/storagetest"
 )
 
 // TestCampaignEndToEnd runs the daemon in-process (so the test owns the
@@ -36,13 +37,25 @@ import (
 // and sent when their window opens, and a rule edit does not re-fire the
 // campaign. Delivery events posted by the provider are recorded, a bounce
 // suppresses its address.
+//
+// It runs on SQLite and, when a test database is configured, on PostgreSQL.
 func TestCampaignEndToEnd(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		dir := t.TempDir()
+		campaignEndToEnd(t, dir, storage.Config{Driver: storage.SQLite, DSN: filepath.Join(dir, "cohort.db")}, "driver: sqlite\n  dsn: cohort.db")
+	})
+	t.Run("postgres", func(t *testing.T) {
+		sc := storagetest.PostgresConfig(t)
+		campaignEndToEnd(t, t.TempDir(), sc, fmt.Sprintf("driver: postgres\n  dsn: %q", sc.DSN))
+	})
+}
+
+func campaignEndToEnd(t *testing.T, dir string, sc storage.Config, storageYAML string) {
 	const (
 		initial  = 100
 		entrants = 1500
 	)
 	ctx := context.Background()
-	dir := t.TempDir()
 	sg, err := sgserver.Start(sgserver.Config{})
 	require.NoError(t, err)
 	t.Cleanup(func() { sg.Close() })
@@ -113,8 +126,7 @@ policies:
 		[]byte("Hi {{.first_name}}\nUnsubscribe: {{unsubscribe_url}}\n{{postal_address}}\n"), 0o644))
 
 	// Suppressed before the campaign: every 50th entrant's address.
-	dbPath := filepath.Join(dir, "cohort.db")
-	db, err := storage.Open(ctx, storage.Config{Driver: storage.SQLite, DSN: dbPath})
+	db, err := storage.Open(ctx, sc)
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	all := append(first, people(initial, initial+entrants)...)
@@ -132,8 +144,7 @@ policies:
 	sgBin := sdktest.BuildPlugin(t, "github.com/cohortd/cohort/plugins/sendgrid")
 	cfgPath := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`storage:
-  driver: sqlite
-  dsn: cohort.db
+  %s
 http:
   listen: 127.0.0.1:0
   public_url: https://cohort.example.com
@@ -162,7 +173,7 @@ channels:
       api_key: %s
       base_url: %s
       webhook_public_key: %s
-`, csvBin, sgBin, sg.APIKey(), sg.URL, sg.PublicKeyBase64())), 0o644))
+`, storageYAML, csvBin, sgBin, sg.APIKey(), sg.URL, sg.PublicKeyBase64())), 0o644))
 	cfg, err := config.Load(cfgPath)
 	require.NoError(t, err)
 
