@@ -341,3 +341,42 @@ func TestPullGroupsDeliverBeforeError(t *testing.T) {
 		t.Errorf("PullFlat = %v after %d batches, want UNAVAILABLE after %d", err, got, n)
 	}
 }
+
+// TestEncodeRejectsUnknownValueType: a Value of no known type fails the
+// batch in both forms rather than going out as a null.
+func TestEncodeRejectsUnknownValueType(t *testing.T) {
+	for _, typ := range []TraitType{-1, TypeStringList + 1} {
+		b := &Batch{Customers: []Customer{{ID: "c1", Traits: map[string]Value{"x": {Type: typ}}}}}
+		if _, err := appendBatchTo(nil, b, &traitIndex{}); err == nil {
+			t.Errorf("compact form: type %d encoded without error", typ)
+		}
+		if _, err := appendBatch(nil, b); err == nil {
+			t.Errorf("map form: type %d encoded without error", typ)
+		}
+	}
+}
+
+// TestWireLongBodies: bodies of 128 bytes and more (two-byte lengths) are
+// moved up past their length, in both forms and at every nesting level.
+func TestWireLongBodies(t *testing.T) {
+	for _, n := range []int{0, 100, 120, 125, 126, 127, 128, 200, 20000} {
+		long := strings.Repeat("y", n)
+		b := &Batch{Cursor: "c", Customers: []Customer{
+			{ID: long, Traits: map[string]Value{"s": String(long), "l": List(long, "z")}},
+			{ID: "short", Traits: map[string]Value{"n": Number(1)}},
+		}}
+		for form, names := range map[string]*traitIndex{"maps": nil, "compact": {}} {
+			raw, err := appendBatchTo(nil, b, names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fb, err := (&flatDecoder{}).decode(raw)
+			if err != nil {
+				t.Fatalf("%s, %d bytes: %v", form, n, err)
+			}
+			if diff := cmp.Diff(b, fb.Batch(), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("%s, %d bytes (-want +got):\n%s", form, n, diff)
+			}
+		}
+	}
+}

@@ -482,20 +482,31 @@ func appendBatchTo(buf []byte, b *Batch, names *traitIndex) ([]byte, error) {
 }
 
 // appendNested appends the length and body of a message whose tag is
-// already in buf. The body is written after room for the longest length
-// prefix, then moved back once its length is known.
+// already in buf. The body is written after one byte of room for its
+// length, enough for most bodies (under 128 bytes); a longer one is moved
+// up once its length is known.
 func appendNested(buf []byte, body func([]byte) ([]byte, error)) ([]byte, error) {
-	const room = 5 // a varint of up to 2^35: more than a gRPC message holds.
 	start := len(buf)
-	buf, err := body(append(buf, make([]byte, room)...))
+	buf, err := body(append(buf, 0))
 	if err != nil {
 		return nil, err
 	}
-	n := len(buf) - start - room
+	return fixLen(buf, start), nil
+}
+
+// fixLen writes the length of the body that follows buf[start], a byte
+// left for it, moving the body up when its length needs more bytes.
+func fixLen(buf []byte, start int) []byte {
+	n := len(buf) - start - 1
+	if n < 0x80 {
+		buf[start] = byte(n)
+		return buf
+	}
 	w := protowire.SizeVarint(uint64(n))
+	buf = append(buf, make([]byte, w-1)...)
+	copy(buf[start+w:], buf[start+1:start+1+n])
 	protowire.AppendVarint(buf[start:start], uint64(n))
-	copy(buf[start+w:], buf[start+room:])
-	return buf[:start+w+n], nil
+	return buf
 }
 
 // appendString appends a string field, omitted when empty as proto3 does.
@@ -573,23 +584,22 @@ func (t *traitIndex) lookup(name string) (uint32, error) {
 
 // appendIndexedTraits appends m as Customer.indexed_traits.
 func appendIndexedTraits(buf []byte, m map[string]Value, names *traitIndex) ([]byte, error) {
-	const tag = byte(fCustomerIndexed)<<3 | byte(protowire.BytesType)
 	for name, v := range m {
-		vs, err := valueSize(&v)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", name, err)
+		if v.Type < TypeUnknown || v.Type > TypeStringList {
+			return nil, fmt.Errorf("%q: unknown value type %d", name, int(v.Type))
 		}
 		n, err := names.lookup(name)
 		if err != nil {
 			return nil, err
 		}
-		buf = appendLen(append(buf, tag), 1+protowire.SizeVarint(uint64(n))+vs)
+		// The trait's length is fixed up after its body (see fixLen).
+		start := len(buf) + 1
 		if n < 0x80 {
-			buf = append(buf, tagIndexedName, byte(n))
+			buf = append(buf, tagCustomerIndexed, 0, tagIndexedName, byte(n))
 		} else {
-			buf = protowire.AppendVarint(append(buf, tagIndexedName), uint64(n))
+			buf = protowire.AppendVarint(append(buf, tagCustomerIndexed, 0, tagIndexedName), uint64(n))
 		}
-		buf = appendValueShifted(buf, &v, indexedShift<<3)
+		buf = fixLen(appendValueShifted(buf, &v, indexedShift<<3), start)
 	}
 	return buf, nil
 }
