@@ -598,6 +598,17 @@ func (d *flatDecoder) customer(data []byte) error {
 			data = data[l:]
 			continue
 		}
+		// Fast path: an id of under 128 bytes.
+		if data[0] == tagCustomerID && len(data) > 1 && data[1] < 0x80 && 2+int(data[1]) <= len(data) {
+			l := 2 + int(data[1])
+			if !utf8.Valid(data[2:l]) {
+				return fmt.Errorf("customer %q: %w", id, errNotUTF8)
+			}
+			id = data[2:l]
+			d.addString(-1, id)
+			data = data[l:]
+			continue
+		}
 		r := fieldReader{b: data}
 		if !r.next() {
 			if r.err != nil {
@@ -771,6 +782,7 @@ const (
 	tagValueList   = fValueList<<3 | byte(protowire.BytesType)
 	tagIndexedName = fIndexedName<<3 | byte(protowire.VarintType)
 
+	tagCustomerID      = fCustomerID<<3 | byte(protowire.BytesType)
 	tagCustomerIndexed = fCustomerIndexed<<3 | byte(protowire.BytesType)
 
 	tagStringListValues = fStringListValues<<3 | byte(protowire.BytesType)
