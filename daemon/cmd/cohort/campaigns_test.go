@@ -18,6 +18,7 @@ import (
 	"github.com/cohortd/cohort/rules"
 	"github.com/cohortd/cohort/sdk/sdktest"
 	"github.com/cohortd/cohort/storage"
+	"github.com/cohortd/cohort/storage/storagetest"
 )
 
 // campaignWorkspace is a config with the real csv source (for the schema)
@@ -49,7 +50,18 @@ policies:
   email: {cap: 1/7d}
 `
 
-func newCampaignWorkspace(t *testing.T) *campaignWorkspace {
+// eachDB runs fn on a workspace over SQLite and over PostgreSQL (when
+// storagetest's database URL is set, as in CI).
+func eachDB(t *testing.T, fn func(t *testing.T, w *campaignWorkspace)) {
+	t.Run("sqlite", func(t *testing.T) {
+		fn(t, newCampaignWorkspace(t, storage.Config{Driver: storage.SQLite}))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		fn(t, newCampaignWorkspace(t, storagetest.PostgresConfig(t)))
+	})
+}
+
+func newCampaignWorkspace(t *testing.T, scfg storage.Config) *campaignWorkspace {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -76,7 +88,10 @@ customers:
 `)
 	w := &campaignWorkspace{dir: dir, outbox: filepath.Join(dir, "outbox.jsonl"), now: time.Now().UTC(), arms: map[string]string{}}
 	w.cfg = filepath.Join(dir, "config.yaml")
-	write("config.yaml", fmt.Sprintf(`storage: {dsn: cohort.db}
+	if scfg.Driver == storage.SQLite {
+		scfg.DSN = filepath.Join(dir, "cohort.db")
+	}
+	write("config.yaml", fmt.Sprintf(`storage: {driver: %s, dsn: %q}
 plugins: {dir: %s}
 http: {public_url: "https://cohort.example.com"}
 sources:
@@ -99,9 +114,9 @@ messages:
   postal_address: "1 Example Street"
   consent: opt_out
   unsubscribe_secret: "0123456789abcdef0123456789abcdef0123456789"
-`, plugins, w.outbox))
+`, scfg.Driver, scfg.DSN, plugins, w.outbox))
 
-	db, err := storage.Open(ctx, storage.Config{Driver: storage.SQLite, DSN: filepath.Join(dir, "cohort.db")})
+	db, err := storage.Open(ctx, storage.Config{Driver: scfg.Driver, DSN: scfg.DSN})
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	w.db = db
@@ -251,242 +266,247 @@ func (w *campaignWorkspace) holdoutCustomer(t *testing.T) string {
 }
 
 func TestReportJSON(t *testing.T) {
-	w := newCampaignWorkspace(t)
-	code, out, errOut := runCLI(t, "report", "welcome", "--json", "--config", w.cfg)
-	require.Equal(t, 0, code, errOut)
-	var rep reportJSON
-	require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
-	require.Equal(t, "welcome", rep.Campaign)
-	require.Equal(t, "pros", rep.Segment)
+	eachDB(t, func(t *testing.T, w *campaignWorkspace) {
+		code, out, errOut := runCLI(t, "report", "welcome", "--json", "--config", w.cfg)
+		require.Equal(t, 0, code, errOut)
+		var rep reportJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
+		require.Equal(t, "welcome", rep.Campaign)
+		require.Equal(t, "pros", rep.Segment)
 
-	want := map[string]*armJSON{}
-	for id, arm := range w.arms {
-		if want[arm] == nil {
-			want[arm] = &armJSON{Skipped: map[string]int64{}}
+		want := map[string]*armJSON{}
+		for id, arm := range w.arms {
+			if want[arm] == nil {
+				want[arm] = &armJSON{Skipped: map[string]int64{}}
+			}
+			a := want[arm]
+			a.Assigned++
+			a.Matured++
+			var n int
+			fmt.Sscanf(id, "c%d", &n)
+			if n%3 == 0 {
+				a.Converted++
+			}
+			if arm == campaign.HoldoutArm {
+				continue
+			}
+			switch id {
+			case "c03":
+				a.Skipped[campaign.ReasonOptedOut]++
+			case "c04":
+				a.Failed++
+			case "c06":
+				a.Unknown++
+			default:
+				a.Sent++
+			}
 		}
-		a := want[arm]
-		a.Assigned++
-		a.Matured++
-		var n int
-		fmt.Sscanf(id, "c%d", &n)
-		if n%3 == 0 {
-			a.Converted++
+		require.Len(t, rep.Arms, len(want))
+		require.Equal(t, campaign.HoldoutArm, rep.Arms[len(rep.Arms)-1].Arm, "the holdout comes last")
+		for _, a := range rep.Arms {
+			e := want[a.Arm]
+			require.NotNil(t, e, a.Arm)
+			require.Equal(t, e.Assigned, a.Assigned, a.Arm)
+			require.Equal(t, e.Sent, a.Sent, a.Arm)
+			require.Equal(t, e.Failed, a.Failed, a.Arm)
+			require.Equal(t, e.Unknown, a.Unknown, a.Arm)
+			require.Equal(t, e.Skipped, a.Skipped, a.Arm)
+			require.Equal(t, e.Matured, a.Matured, a.Arm)
+			require.Equal(t, e.Converted, a.Converted, a.Arm)
+			require.InDelta(t, float64(e.Converted)/float64(e.Matured), a.Conversion.Rate, 1e-9)
+			require.LessOrEqual(t, a.Conversion.Lo, a.Conversion.Rate)
+			require.GreaterOrEqual(t, a.Conversion.Hi, a.Conversion.Rate)
+			require.InDelta(t, 20*float64(e.Converted)/float64(e.Matured), a.RevenuePerMember, 1e-9)
+			if a.Holdout {
+				require.Nil(t, a.Lift)
+			} else {
+				require.NotNil(t, a.Lift, a.Arm)
+				require.LessOrEqual(t, a.Lift.Lo, a.Lift.Diff)
+			}
 		}
-		if arm == campaign.HoldoutArm {
-			continue
-		}
-		switch id {
-		case "c03":
-			a.Skipped[campaign.ReasonOptedOut]++
-		case "c04":
-			a.Failed++
-		case "c06":
-			a.Unknown++
-		default:
-			a.Sent++
-		}
-	}
-	require.Len(t, rep.Arms, len(want))
-	require.Equal(t, campaign.HoldoutArm, rep.Arms[len(rep.Arms)-1].Arm, "the holdout comes last")
-	for _, a := range rep.Arms {
-		e := want[a.Arm]
-		require.NotNil(t, e, a.Arm)
-		require.Equal(t, e.Assigned, a.Assigned, a.Arm)
-		require.Equal(t, e.Sent, a.Sent, a.Arm)
-		require.Equal(t, e.Failed, a.Failed, a.Arm)
-		require.Equal(t, e.Unknown, a.Unknown, a.Arm)
-		require.Equal(t, e.Skipped, a.Skipped, a.Arm)
-		require.Equal(t, e.Matured, a.Matured, a.Arm)
-		require.Equal(t, e.Converted, a.Converted, a.Arm)
-		require.InDelta(t, float64(e.Converted)/float64(e.Matured), a.Conversion.Rate, 1e-9)
-		require.LessOrEqual(t, a.Conversion.Lo, a.Conversion.Rate)
-		require.GreaterOrEqual(t, a.Conversion.Hi, a.Conversion.Rate)
-		require.InDelta(t, 20*float64(e.Converted)/float64(e.Matured), a.RevenuePerMember, 1e-9)
-		if a.Holdout {
-			require.Nil(t, a.Lift)
-		} else {
-			require.NotNil(t, a.Lift, a.Arm)
-			require.LessOrEqual(t, a.Lift.Lo, a.Lift.Diff)
-		}
-	}
-	require.NotNil(t, rep.Decision)
-	require.Equal(t, "no_winner_yet", rep.Decision.Verdict.String())
+		require.NotNil(t, rep.Decision)
+		require.Equal(t, "no_winner_yet", rep.Decision.Verdict.String())
 
-	s := rep.SegmentKPIs
-	require.Equal(t, int64(36), s.Size)
-	require.Len(t, s.History, 2)
-	require.Equal(t, int64(40), s.RetentionCohort)
-	require.NotNil(t, s.Retention)
-	require.InDelta(t, 0.9, *s.Retention, 1e-9)
-	var sent int64
-	for _, a := range rep.Arms {
-		sent += a.Sent
-	}
-	require.Equal(t, sent, s.Sent)
-	require.Equal(t, int64(40), s.Matured)
+		s := rep.SegmentKPIs
+		require.Equal(t, int64(36), s.Size)
+		require.Len(t, s.History, 2)
+		require.Equal(t, int64(40), s.RetentionCohort)
+		require.NotNil(t, s.Retention)
+		require.InDelta(t, 0.9, *s.Retention, 1e-9)
+		var sent int64
+		for _, a := range rep.Arms {
+			sent += a.Sent
+		}
+		require.Equal(t, sent, s.Sent)
+		require.Equal(t, int64(40), s.Matured)
+	})
 }
 
 func TestReportHuman(t *testing.T) {
-	w := newCampaignWorkspace(t)
-	code, out, errOut := runCLI(t, "report", "welcome", "--config", w.cfg)
-	require.Equal(t, 0, code, errOut)
-	for _, s := range []string{
-		"campaign welcome: segment pros, channel mail, status active, goal purchase",
-		"ARM", "ASSIGNED", "CONVERSION (95% CI)", "LIFT OVER HOLDOUT",
-		"skipped by reason:", campaign.ReasonOptedOut,
-		"winner: no winner yet (smallest Holm-adjusted p-value is ",
-		"a vs b: ",
-		"segment pros: 36 members now",
-		"retention: 90.0% of the 40 who entered 30+ days ago are still members",
-	} {
-		require.Contains(t, out, s)
-	}
-	code, _, errOut = runCLI(t, "report", "nope", "--config", w.cfg)
-	require.Equal(t, 2, code)
-	require.Contains(t, errOut, `no campaign "nope"`)
+	eachDB(t, func(t *testing.T, w *campaignWorkspace) {
+		code, out, errOut := runCLI(t, "report", "welcome", "--config", w.cfg)
+		require.Equal(t, 0, code, errOut)
+		for _, s := range []string{
+			"campaign welcome: segment pros, channel mail, status active, goal purchase",
+			"ARM", "ASSIGNED", "CONVERSION (95% CI)", "LIFT OVER HOLDOUT",
+			"skipped by reason:", campaign.ReasonOptedOut,
+			"winner: no winner yet (smallest Holm-adjusted p-value is ",
+			"a vs b: ",
+			"segment pros: 36 members now",
+			"retention: 90.0% of the 40 who entered 30+ days ago are still members",
+		} {
+			require.Contains(t, out, s)
+		}
+		code, _, errOut = runCLI(t, "report", "nope", "--config", w.cfg)
+		require.Equal(t, 2, code)
+		require.Contains(t, errOut, `no campaign "nope"`)
+	})
 }
 
 func TestExplainCampaigns(t *testing.T) {
-	w := newCampaignWorkspace(t)
-	explain := func(id string) string {
-		code, out, errOut := runCLI(t, "explain", id, "--config", w.cfg)
-		require.Equal(t, 0, code, errOut)
-		require.Contains(t, out, `campaign "welcome" (segment pros, channel mail, email, active):`)
-		return out
-	}
-	// A variant customer with a sent row: the 1-per-7-days cap defers the next.
-	id := w.variantCustomer(t)
-	out := explain(id)
-	require.Contains(t, out, fmt.Sprintf("    arm: %s (assigned ", w.arms[id]))
-	require.Contains(t, out, fmt.Sprintf("enter:1 %s: sent, 1 attempts", w.arms[id]))
-	require.Contains(t, out, "a send now: deferred (frequency cap) until ")
+	eachDB(t, func(t *testing.T, w *campaignWorkspace) {
+		explain := func(id string) string {
+			code, out, errOut := runCLI(t, "explain", id, "--config", w.cfg)
+			require.Equal(t, 0, code, errOut)
+			require.Contains(t, out, `campaign "welcome" (segment pros, channel mail, email, active):`)
+			return out
+		}
+		// A variant customer with a sent row: the 1-per-7-days cap defers the next.
+		id := w.variantCustomer(t)
+		out := explain(id)
+		require.Contains(t, out, fmt.Sprintf("    arm: %s (assigned ", w.arms[id]))
+		require.Contains(t, out, fmt.Sprintf("enter:1 %s: sent, 1 attempts", w.arms[id]))
+		require.Contains(t, out, "a send now: deferred (frequency cap) until ")
 
-	// Opted out: skipped with the consent reason, the row shows it too.
-	if w.arms["c03"] != campaign.HoldoutArm {
-		out = explain("c03")
-		require.Contains(t, out, "skipped, 0 attempts, reason: "+campaign.ReasonOptedOut)
-		require.Contains(t, out, "a send now: skipped ("+campaign.ReasonOptedOut+")")
-	}
+		// Opted out: skipped with the consent reason, the row shows it too.
+		if w.arms["c03"] != campaign.HoldoutArm {
+			out = explain("c03")
+			require.Contains(t, out, "skipped, 0 attempts, reason: "+campaign.ReasonOptedOut)
+			require.Contains(t, out, "a send now: skipped ("+campaign.ReasonOptedOut+")")
+		}
 
-	// The holdout gets nothing.
-	out = explain(w.holdoutCustomer(t))
-	require.Contains(t, out, "    arm: holdout (assigned ")
-	require.Contains(t, out, "outbox: no messages")
-	require.Contains(t, out, "a send now: none (holdout gets no message)")
+		// The holdout gets nothing.
+		out = explain(w.holdoutCustomer(t))
+		require.Contains(t, out, "    arm: holdout (assigned ")
+		require.Contains(t, out, "outbox: no messages")
+		require.Contains(t, out, "a send now: none (holdout gets no message)")
 
-	// Not assigned: what Assign would give; no message yet, nothing blocks.
-	arm, _ := campaign.Assign(&rules.Campaign{Name: "welcome", Holdout: 1000, Variants: []rules.Variant{{Name: "a", Weight: 50}, {Name: "b", Weight: 50}}}, "newbie", "")
-	out = explain("newbie")
-	require.Contains(t, out, "    arm: "+arm+" (not assigned yet: what assignment would give now)")
-	if arm != campaign.HoldoutArm {
-		require.Contains(t, out, "a send now: allowed by every policy")
-	}
+		// Not assigned: what Assign would give; no message yet, nothing blocks.
+		arm, _ := campaign.Assign(&rules.Campaign{Name: "welcome", Holdout: 1000, Variants: []rules.Variant{{Name: "a", Weight: 50}, {Name: "b", Weight: 50}}}, "newbie", "")
+		out = explain("newbie")
+		require.Contains(t, out, "    arm: "+arm+" (not assigned yet: what assignment would give now)")
+		if arm != campaign.HoldoutArm {
+			require.Contains(t, out, "a send now: allowed by every policy")
+		}
 
-	// A suppressed address blocks.
-	require.NoError(t, w.db.AddSuppressions(context.Background(), []storage.Suppression{{Kind: "email",
-		Hash: campaign.AddressHash("newbie@example.com"), Reason: "hard bounce", Source: "test", Created: w.now}}))
-	if arm != campaign.HoldoutArm {
-		require.Contains(t, explain("newbie"), "a send now: skipped (suppressed: hard bounce)")
-	}
+		// A suppressed address blocks.
+		require.NoError(t, w.db.AddSuppressions(context.Background(), []storage.Suppression{{Kind: "email",
+			Hash: campaign.AddressHash("newbie@example.com"), Reason: "hard bounce", Source: "test", Created: w.now}}))
+		if arm != campaign.HoldoutArm {
+			require.Contains(t, explain("newbie"), "a send now: skipped (suppressed: hard bounce)")
+		}
+	})
 }
 
 func TestForget(t *testing.T) {
-	w := newCampaignWorkspace(t)
-	ctx := context.Background()
-	id := w.variantCustomer(t)
+	eachDB(t, func(t *testing.T, w *campaignWorkspace) {
+		ctx := context.Background()
+		id := w.variantCustomer(t)
 
-	// Without --yes, anything but y keeps the customer.
-	var out, errb bytes.Buffer
-	code := runIO([]string{"forget", id, "--config", w.cfg}, strings.NewReader("n\n"), &out, &errb)
-	require.Equal(t, 2, code, errb.String())
-	require.Contains(t, out.String(), fmt.Sprintf("Erase customer %q", id))
-	require.Contains(t, errb.String(), "not erased")
-	_, err := w.db.GetCustomer(ctx, id)
-	require.NoError(t, err)
+		// Without --yes, anything but y keeps the customer.
+		var out, errb bytes.Buffer
+		code := runIO([]string{"forget", id, "--config", w.cfg}, strings.NewReader("n\n"), &out, &errb)
+		require.Equal(t, 2, code, errb.String())
+		require.Contains(t, out.String(), fmt.Sprintf("Erase customer %q", id))
+		require.Contains(t, errb.String(), "not erased")
+		_, err := w.db.GetCustomer(ctx, id)
+		require.NoError(t, err)
 
-	out.Reset()
-	errb.Reset()
-	code = runIO([]string{"forget", id, "--config", w.cfg}, strings.NewReader("yes\n"), &out, &errb)
-	require.Equal(t, 0, code, errb.String())
-	require.Contains(t, out.String(), "customer "+id+" erased:")
-	require.Contains(t, out.String(), "outbox rows: 1")
-	require.Contains(t, out.String(), "campaign assignments: welcome")
-	require.Contains(t, out.String(), "kept: hashed suppressions of the customer id, email")
-	_, err = w.db.GetCustomer(ctx, id)
-	require.ErrorIs(t, err, storage.ErrNotFound)
-	rows, err := w.db.OutboxOf(ctx, id, 10)
-	require.NoError(t, err)
-	require.Empty(t, rows)
-	var sup map[string]storage.Suppression
-	require.NoError(t, w.db.Tx(ctx, func(tx *storage.Tx) error {
-		var err error
-		sup, err = tx.Suppressions("email", []string{campaign.CustomerHash(id), campaign.AddressHash(id + "@example.com")})
-		return err
-	}))
-	require.Len(t, sup, 2, "the id and the address stay suppressed")
+		out.Reset()
+		errb.Reset()
+		code = runIO([]string{"forget", id, "--config", w.cfg}, strings.NewReader("yes\n"), &out, &errb)
+		require.Equal(t, 0, code, errb.String())
+		require.Contains(t, out.String(), "customer "+id+" erased:")
+		require.Contains(t, out.String(), "outbox rows: 1")
+		require.Contains(t, out.String(), "campaign assignments: welcome")
+		require.Contains(t, out.String(), "kept: hashed suppressions of the customer id, email")
+		_, err = w.db.GetCustomer(ctx, id)
+		require.ErrorIs(t, err, storage.ErrNotFound)
+		rows, err := w.db.OutboxOf(ctx, id, 10)
+		require.NoError(t, err)
+		require.Empty(t, rows)
+		var sup map[string]storage.Suppression
+		require.NoError(t, w.db.Tx(ctx, func(tx *storage.Tx) error {
+			var err error
+			sup, err = tx.Suppressions("email", []string{campaign.CustomerHash(id), campaign.AddressHash(id + "@example.com")})
+			return err
+		}))
+		require.Len(t, sup, 2, "the id and the address stay suppressed")
 
-	// --yes skips the question.
-	other := "newbie"
-	code, stdout, errOut := runCLI(t, "forget", other, "--yes", "--config", w.cfg)
-	require.Equal(t, 0, code, errOut)
-	require.NotContains(t, stdout, "Erase customer")
-	require.Contains(t, stdout, "customer newbie erased:")
+		// --yes skips the question.
+		other := "newbie"
+		code, stdout, errOut := runCLI(t, "forget", other, "--yes", "--config", w.cfg)
+		require.Equal(t, 0, code, errOut)
+		require.NotContains(t, stdout, "Erase customer")
+		require.Contains(t, stdout, "customer newbie erased:")
+	})
 }
 
 func TestSendTest(t *testing.T) {
-	w := newCampaignWorkspace(t)
-	ctx := context.Background()
-	before, err := w.db.OutboxCounts(ctx, "")
-	require.NoError(t, err)
+	eachDB(t, func(t *testing.T, w *campaignWorkspace) {
+		ctx := context.Background()
+		before, err := w.db.OutboxCounts(ctx, "")
+		require.NoError(t, err)
 
-	id := w.variantCustomer(t)
-	code, out, errOut := runCLI(t, "send-test", "welcome", "--to", "qa@example.com", "--customer", id, "--config", w.cfg)
-	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "campaign welcome: 2 variants to qa@example.com through mail (email), rendered for customer "+id)
-	require.Contains(t, out, "  a: accepted")
-	require.Contains(t, out, "  b: accepted")
+		id := w.variantCustomer(t)
+		code, out, errOut := runCLI(t, "send-test", "welcome", "--to", "qa@example.com", "--customer", id, "--config", w.cfg)
+		require.Equal(t, 0, code, errOut)
+		require.Contains(t, out, "campaign welcome: 2 variants to qa@example.com through mail (email), rendered for customer "+id)
+		require.Contains(t, out, "  a: accepted")
+		require.Contains(t, out, "  b: accepted")
 
-	code, out, errOut = runCLI(t, "send-test", "welcome", "--to", "qa@example.com", "--config", w.cfg)
-	require.Equal(t, 0, code, errOut)
-	require.Contains(t, out, "rendered for customer fixture_pro")
+		code, out, errOut = runCLI(t, "send-test", "welcome", "--to", "qa@example.com", "--config", w.cfg)
+		require.Equal(t, 0, code, errOut)
+		require.Contains(t, out, "rendered for customer fixture_pro")
 
-	type line struct {
-		To, Subject, Text, HTML, From string
-		Headers                       map[string][]string
-		Metadata                      map[string]string
-	}
-	f, err := os.Open(w.outbox)
-	require.NoError(t, err)
-	defer f.Close()
-	var got []line
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l line
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
-		got = append(got, l)
-	}
-	require.Len(t, got, 4, "two variants, twice")
-	n := 0
-	fmt.Sscanf(id, "c%d", &n)
-	wantSubject := map[string]string{"a": fmt.Sprintf("[test] Welcome, Cy%d", n), "b": fmt.Sprintf("[test] Hello Cy%d", n)}
-	for i, l := range got {
-		require.Equal(t, "qa@example.com", l.To)
-		require.True(t, strings.HasPrefix(l.Subject, "[test] "), l.Subject)
-		require.Equal(t, "true", l.Metadata["test"])
-		require.Equal(t, "Shop <news@example.com>", l.From)
-		if i < 2 {
-			require.Equal(t, wantSubject[l.Metadata["variant"]], l.Subject)
-		} else {
-			require.Contains(t, l.Subject, "Fixy")
+		type line struct {
+			To, Subject, Text, HTML, From string
+			Headers                       map[string][]string
+			Metadata                      map[string]string
 		}
-		require.Contains(t, l.Text+l.HTML, "https://cohort.example.com/unsubscribe?")
-	}
-	after, err := w.db.OutboxCounts(ctx, "")
-	require.NoError(t, err)
-	require.Equal(t, before, after, "send-test writes no outbox rows")
+		f, err := os.Open(w.outbox)
+		require.NoError(t, err)
+		defer f.Close()
+		var got []line
+		sc := bufio.NewScanner(f)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var l line
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
+			got = append(got, l)
+		}
+		require.Len(t, got, 4, "two variants, twice")
+		n := 0
+		fmt.Sscanf(id, "c%d", &n)
+		wantSubject := map[string]string{"a": fmt.Sprintf("[test] Welcome, Cy%d", n), "b": fmt.Sprintf("[test] Hello Cy%d", n)}
+		for i, l := range got {
+			require.Equal(t, "qa@example.com", l.To)
+			require.True(t, strings.HasPrefix(l.Subject, "[test] "), l.Subject)
+			require.Equal(t, "true", l.Metadata["test"])
+			require.Equal(t, "Shop <news@example.com>", l.From)
+			if i < 2 {
+				require.Equal(t, wantSubject[l.Metadata["variant"]], l.Subject)
+			} else {
+				require.Contains(t, l.Subject, "Fixy")
+			}
+			require.Contains(t, l.Text+l.HTML, "https://cohort.example.com/unsubscribe?")
+		}
+		after, err := w.db.OutboxCounts(ctx, "")
+		require.NoError(t, err)
+		require.Equal(t, before, after, "send-test writes no outbox rows")
 
-	code, _, errOut = runCLI(t, "send-test", "welcome", "--config", w.cfg)
-	require.Equal(t, 2, code)
-	require.Contains(t, errOut, "send-test needs --to ADDRESS")
+		code, _, errOut = runCLI(t, "send-test", "welcome", "--config", w.cfg)
+		require.Equal(t, 2, code)
+		require.Contains(t, errOut, "send-test needs --to ADDRESS")
+	})
 }
