@@ -82,11 +82,29 @@ func QuietUntil(q *rules.QuietHours, now time.Time, loc *time.Location) (time.Ti
 	if !q.Contains(local) {
 		return time.Time{}, false
 	}
-	end := time.Date(local.Year(), local.Month(), local.Day(), q.End/60, q.End%60, 0, 0, loc)
+	end := localMinute(local.Year(), local.Month(), local.Day(), q.End, loc)
 	if !end.After(local) {
-		end = time.Date(local.Year(), local.Month(), local.Day()+1, q.End/60, q.End%60, 0, 0, loc)
+		end = localMinute(local.Year(), local.Month(), local.Day()+1, q.End, loc)
 	}
 	return end, true
+}
+
+// localMinute is the moment a local day reaches minute m after midnight in
+// loc. When a clock change skips that time of day (a spring-forward gap),
+// it is the moment of the jump: time.Date returns a time an hour before or
+// after the gap, whichever zone it picks.
+func localMinute(y int, mon time.Month, d, m int, loc *time.Location) time.Time {
+	t := time.Date(y, mon, d, m/60, m%60, 0, 0, loc)
+	want := time.Date(y, mon, d, m/60, m%60, 0, 0, time.UTC)
+	wall := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), 0, time.UTC)
+	if wall.Equal(want) {
+		return t
+	}
+	start, end := t.ZoneBounds()
+	if wall.Before(want) {
+		return end
+	}
+	return start
 }
 
 // CapStart is where a cap of days calendar days starts in loc: local
