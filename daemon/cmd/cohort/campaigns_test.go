@@ -375,13 +375,13 @@ func TestExplainCampaigns(t *testing.T) {
 		id := w.variantCustomer(t)
 		out := explain(id)
 		require.Contains(t, out, fmt.Sprintf("    arm: %s (assigned ", w.arms[id]))
-		require.Contains(t, out, fmt.Sprintf("enter:1 %s: sent, 1 attempts", w.arms[id]))
+		require.Contains(t, out, fmt.Sprintf("enter:1 %s: sent, attempts: 1", w.arms[id]))
 		require.Contains(t, out, "a send now: deferred (frequency cap) until ")
 
 		// Opted out: skipped with the consent reason, the row shows it too.
 		if w.arms["c03"] != campaign.HoldoutArm {
 			out = explain("c03")
-			require.Contains(t, out, "skipped, 0 attempts, reason: "+campaign.ReasonOptedOut)
+			require.Contains(t, out, "skipped, attempts: 0, reason: "+campaign.ReasonOptedOut)
 			require.Contains(t, out, "a send now: skipped ("+campaign.ReasonOptedOut+")")
 		}
 

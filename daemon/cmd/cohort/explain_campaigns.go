@@ -149,12 +149,12 @@ func (w *workspace) explainCampaigns(ctx context.Context, out io.Writer, id stri
 			if shown++; shown > outboxShown {
 				continue
 			}
-			line := fmt.Sprintf("      %s %s %s: %s, %d attempts", r.Created.Format(time.RFC3339), r.Occurrence, r.Arm, r.State, r.Attempts)
+			line := fmt.Sprintf("      %s %s %s: %s, attempts: %d", r.Created.Format(time.RFC3339), r.Occurrence, r.Arm, r.State, r.Attempts)
 			if r.Reason != "" {
 				line += ", reason: " + r.Reason
 			}
 			if r.Deferrals > 0 {
-				line += fmt.Sprintf(", deferred %d times (last: %s)", r.Deferrals, r.DeferReason)
+				line += fmt.Sprintf(", deferrals: %d (last: %s)", r.Deferrals, r.DeferReason)
 			}
 			if r.State == storage.OutboxPending && r.NotBefore.After(now) {
 				line += ", not before " + r.NotBefore.Format(time.RFC3339)
