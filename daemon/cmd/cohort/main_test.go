@@ -38,8 +38,8 @@ func writeConfig(t *testing.T, body string) string {
 }
 
 // TestCheckRepositoryConfig: `cohort check` passes on the repository's
-// config.yaml, running the example's rules and fixtures with freshly built
-// csv and file plugins.
+// config.yaml, running the example's rules, templates and fixtures (with
+// their campaign expectations) with freshly built csv and file plugins.
 func TestCheckRepositoryConfig(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"csv", "file"} {
@@ -50,6 +50,7 @@ func TestCheckRepositoryConfig(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "ok (storage sqlite, 1 sources, 1 channels, timezone UTC)")
 	require.Contains(t, out, "rules: ok (17 segments")
+	require.Contains(t, out, "templates: ok (2 variants of 1 campaigns render for 7 fixture customers)")
 }
 
 func TestCheckBadConfigExits2(t *testing.T) {
