@@ -109,14 +109,18 @@ func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log 
 		loaded++
 		if len(batch.Customers) >= 4096 {
 			for _, p := range progress {
-				p(loaded, false)
+				if p != nil {
+					p(loaded, false)
+				}
 			}
 			return flush()
 		}
 		return nil
 	})
 	for _, p := range progress {
-		p(loaded, true)
+		if p != nil {
+			p(loaded, true)
+		}
 	}
 	if err == nil {
 		err = flush()
