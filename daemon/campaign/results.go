@@ -17,9 +17,9 @@ const Confidence = 0.95
 
 // Interval is a rate with its Wilson interval.
 type Interval struct {
-	Rate   float64 `json:"rate"`
-	Lo     float64 `json:"lo"`
-	Hi     float64 `json:"hi"`
+	Rate float64 `json:"rate"`
+	Lo   float64 `json:"lo"`
+	Hi   float64 `json:"hi"`
 }
 
 // ArmResult is one arm's results.
