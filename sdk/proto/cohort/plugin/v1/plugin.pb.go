@@ -959,8 +959,9 @@ type Customer struct {
 	// The customer's traits in the compact form, only in a Pull stream whose
 	// PullRequest set indexed_traits: each names its trait by its position in
 	// the stream's trait name table (see Batch.trait_names) instead of by
-	// name. A customer may have both; a trait given in both forms takes the
-	// value given here.
+	// name. A customer may have both; of a trait given twice, in either form,
+	// the value last on the wire wins (with encoders that write fields in
+	// number order, as protobuf's do, the one given here).
 	IndexedTraits []*IndexedTrait `protobuf:"bytes,3,rep,name=indexed_traits,json=indexedTraits,proto3" json:"indexed_traits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
