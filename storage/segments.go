@@ -87,7 +87,7 @@ type DiffWriter struct {
 }
 
 // diffChunk is customer ids per statement of a DiffWriter.
-var diffChunk = 100
+const diffChunk = 100
 
 // DiffWriter returns a writer of pass's changes, all at time at.
 func (tx *Tx) DiffWriter(pass int64, at time.Time) *DiffWriter {
