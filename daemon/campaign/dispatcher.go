@@ -417,10 +417,16 @@ func (d *dispatcher) retry(c *claimed, comp storage.Completion, retryAfter time.
 		comp.State, comp.Reason = storage.OutboxFailed, fmt.Sprintf("%s after %d attempts: %s", ReasonRetries, attempts, reason)
 		return comp
 	}
-	base := time.Second * time.Duration(math.Pow(2, float64(attempts-1)))
-	base = min(base, 10*time.Minute)
-	wait := base/2 + time.Duration(mrand.Int64N(int64(base/2)+1))
-	wait = max(wait, retryAfter)
+	// The provider's Retry-After / X-RateLimit-Reset is the schedule; the
+	// exponential backoff with jitter applies only when it gave none (a
+	// storm refusing half the requests would otherwise push the unlucky
+	// last rows minutes out).
+	wait := retryAfter
+	if wait <= 0 {
+		base := time.Second * time.Duration(math.Pow(2, float64(attempts-1)))
+		base = min(base, 10*time.Minute)
+		wait = base/2 + time.Duration(mrand.Int64N(int64(base/2)+1))
+	}
 	comp.State, comp.Reason, comp.NotBefore = storage.OutboxPending, reason, now.Add(wait)
 	return comp
 }
