@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -265,8 +266,22 @@ func (tx *Tx) Enqueue(rows []OutboxRow) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("storage: enqueue: %w", err)
 	}
+	if tx.dialect == Postgres && len(rows) >= analyzeAfter {
+		// Fresh statistics: with the table's last ones taken before a
+		// campaign's rows arrived, the planner believes few rows are pending
+		// and claims through a scan of every pending row (outbox_campaign)
+		// instead of the primary key. ANALYZE in the transaction counts its
+		// own inserted rows.
+		if err := tx.g.Exec(`ANALYZE outbox`).Error; err != nil {
+			return 0, fmt.Errorf("storage: enqueue: analyze: %w", err)
+		}
+	}
 	return n, nil
 }
+
+// analyzeAfter is the enqueue size from which the outbox's planner
+// statistics are refreshed (PostgreSQL).
+const analyzeAfter = 1000
 
 const outboxCols = `id, key, campaign, occurrence, customer_id, channel, kind, arm, state, not_before_ms, lease_token,
 	lease_until_ms, attempts, provider_id, reason, deferrals, defer_reason, delivery, created_ms, claimed_ms, done_ms`
@@ -541,32 +556,57 @@ type Completion struct {
 // whose completion was applied.
 func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]int64, error) {
 	var applied []int64
+	if len(cs) == 0 {
+		return applied, nil
+	}
 	err := db.Tx(ctx, func(tx *Tx) error {
 		applied = applied[:0]
-		q := `UPDATE outbox SET state = ?, provider_id = ?, reason = ?, not_before_ms = ?, done_ms = ?, lease_token = '', lease_until_ms = 0
-			WHERE id = ? AND lease_token = ? AND state = 'sending'`
-		if db.dialect == Postgres {
-			q = `UPDATE outbox SET state = $1, provider_id = $2, reason = $3, not_before_ms = $4, done_ms = $5, lease_token = '', lease_until_ms = 0
-			WHERE id = $6 AND lease_token = $7 AND state = 'sending'`
-		}
-		sctx := tx.g.Statement.Context
-		stmt, err := tx.g.Statement.ConnPool.PrepareContext(sctx, q)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for _, c := range cs {
-			done := now.UnixMilli()
-			if c.State == OutboxPending {
-				done = 0
+		for lo := 0; lo < len(cs); lo += completeChunk {
+			part := cs[lo:min(lo+completeChunk, len(cs))]
+			var (
+				q    string
+				args []any
+			)
+			if db.dialect == Postgres {
+				n := len(part)
+				ids, nbs, dones := make([]int64, n), make([]int64, n), make([]int64, n)
+				tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+				for i, c := range part {
+					ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
+					if c.State != OutboxPending {
+						dones[i] = now.UnixMilli()
+					}
+				}
+				q = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
+					lease_token = '', lease_until_ms = 0
+					FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[]) AS v(id, token, state, pid, reason, nb, done)
+					WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
+				args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones)}
+			} else {
+				var b strings.Builder
+				b.WriteString(`WITH v(id, token, state, pid, reason, nb, done) AS (VALUES `)
+				args = make([]any, 0, 7*len(part))
+				for i, c := range part {
+					if i > 0 {
+						b.WriteString(",")
+					}
+					b.WriteString("(?,?,?,?,?,?,?)")
+					done := now.UnixMilli()
+					if c.State == OutboxPending {
+						done = 0
+					}
+					args = append(args, c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done)
+				}
+				b.WriteString(`) UPDATE outbox SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
+					lease_token = '', lease_until_ms = 0
+					FROM v WHERE outbox.id = v.id AND outbox.lease_token = v.token AND outbox.state = 'sending' RETURNING outbox.id`)
+				q = b.String()
 			}
-			res, err := stmt.ExecContext(sctx, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done, c.ID, c.Token)
-			if err != nil {
+			var got []int64
+			if err := tx.g.Raw(q, args...).Scan(&got).Error; err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n == 1 {
-				applied = append(applied, c.ID)
-			}
+			applied = append(applied, got...)
 		}
 		return nil
 	})
@@ -575,6 +615,9 @@ func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]i
 	}
 	return applied, nil
 }
+
+// completeChunk is completions per UPDATE (7 parameters each on SQLite).
+const completeChunk = 500
 
 // ExpiredLeases returns sending rows whose lease ended before now (their
 // dispatcher or the daemon died mid-call), or every sending row when all is
@@ -993,4 +1036,25 @@ func pgInt8Array(ks []int64) string {
 		b = fmt.Appendf(b, "%d", k)
 	}
 	return string(append(b, '}'))
+}
+
+// pgTextArray is a PostgreSQL text[] literal of ss.
+func pgTextArray(ss []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for _, r := range s {
+			if r == '"' || r == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }

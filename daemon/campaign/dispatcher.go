@@ -80,9 +80,8 @@ func (d *dispatcher) once(ctx context.Context) (int, error) {
 		}
 		limit = min(d.batch, 1+int(d.limiter.Tokens()))
 	}
-	now := d.e.opt.Now()
 	token := newToken()
-	rows, settled, err := d.claim(ctx, now, token, limit)
+	rows, settled, err := d.claim(ctx, token, limit)
 	if d.limiter != nil {
 		if n := len(rows) - 1; n > 0 {
 			if r := d.limiter.ReserveN(time.Now(), n); r.OK() {
@@ -106,7 +105,7 @@ func newToken() string {
 // claim takes up to a batch of due rows in one transaction, applying the
 // send-time policies to each: blocked rows are skipped, capped and quiet
 // rows deferred, the rest move to sending under this lease.
-func (d *dispatcher) claim(ctx context.Context, now time.Time, token string, limit int) ([]claimed, int, error) {
+func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]claimed, int, error) {
 	e := d.e
 	pl := e.plan.Load()
 	types := e.traitTypes()
@@ -124,7 +123,11 @@ func (d *dispatcher) claim(ctx context.Context, now time.Time, token string, lim
 		defers map[deferral][]int64
 		rowOf  map[int64]storage.OutboxRow
 	)
+	var now time.Time
 	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
+		// The clock is read once the write lock is held: claim times and
+		// leases start now, not before a wait for the lock.
+		now = e.opt.Now()
 		out, settled = out[:0], 0
 		finish, defers = map[string][]int64{}, map[deferral][]int64{}
 		rows, err := tx.DueOutbox(d.ch.Name, now, limit)

@@ -664,7 +664,7 @@ func TestEngineLeaseExpiry(t *testing.T) {
 	h.pass([]string{"c1", "c2"}, nil)
 	// A dispatcher claims and dies before any outcome.
 	now := h.clock.Now()
-	claimed, _, err := h.d.claim(h.ctx, now, "dead-token", 10)
+	claimed, _, err := h.d.claim(h.ctx, "dead-token", 10)
 	require.NoError(t, err)
 	require.Len(t, claimed, 2)
 	require.Equal(t, now.Add(10*time.Second), h.row("c1").LeaseUntil, "twice the call timeout")

@@ -58,9 +58,11 @@ CREATE TABLE outbox (
     claimed_ms     INTEGER NOT NULL DEFAULT 0,
     done_ms        INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX outbox_due ON outbox (channel, state, not_before_ms);
+-- Due rows in claim order; only pending rows are in it, so a row leaving
+-- pending is its last write to this index.
+CREATE INDEX outbox_due ON outbox (channel, not_before_ms, id) WHERE state = 'pending';
 CREATE INDEX outbox_contact ON outbox (customer_id, kind, claimed_ms);
-CREATE INDEX outbox_campaign ON outbox (campaign, arm, state);
+CREATE INDEX outbox_campaign ON outbox (campaign);
 CREATE INDEX outbox_provider ON outbox (provider_id) WHERE provider_id <> '';
 
 -- Addresses and customers never to message again on a kind ('all' for every
