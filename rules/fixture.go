@@ -36,7 +36,7 @@ import (
 //	    rfm: {r: 5, f: 4, m: 3}        # optional: else computed over the fixture's customers
 //	    must_be_in: [lapsed_buyers]
 //	    must_not_be_in: [new_mobile]
-//	    campaigns:                     # kept for the campaign engine
+//	    campaigns:                     # arm and outcome per campaign (docs/campaigns.md)
 //	      winback: {arm: a, outcome: sent}
 //
 // A trait set to null (or left out) is missing.
