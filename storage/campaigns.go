@@ -548,6 +548,10 @@ type Completion struct {
 	ProviderID string
 	Reason     string
 	NotBefore  time.Time
+	// Uncounted gives back the attempt the claim counted: the provider
+	// asked to wait (a rate limit) or the request never left, so the retry
+	// is not a failure toward the attempt limit.
+	Uncounted bool
 }
 
 // Complete records outcomes of claimed rows. Each update applies only while
@@ -569,36 +573,39 @@ func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]i
 			)
 			if db.dialect == Postgres {
 				n := len(part)
-				ids, nbs, dones := make([]int64, n), make([]int64, n), make([]int64, n)
+				ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 				tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 				for i, c := range part {
 					ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
 					if c.State != OutboxPending {
 						dones[i] = now.UnixMilli()
 					}
+					if c.Uncounted {
+						decs[i] = 1
+					}
 				}
 				q = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-					lease_token = '', lease_until_ms = 0
-					FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[]) AS v(id, token, state, pid, reason, nb, done)
+					lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
+					FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
 					WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
-				args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones)}
+				args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
 			} else {
 				var b strings.Builder
-				b.WriteString(`WITH v(id, token, state, pid, reason, nb, done) AS (VALUES `)
-				args = make([]any, 0, 7*len(part))
+				b.WriteString(`WITH v(id, token, state, pid, reason, nb, done, dec) AS (VALUES `)
+				args = make([]any, 0, 8*len(part))
 				for i, c := range part {
 					if i > 0 {
 						b.WriteString(",")
 					}
-					b.WriteString("(?,?,?,?,?,?,?)")
+					b.WriteString("(?,?,?,?,?,?,?,?)")
 					done := now.UnixMilli()
 					if c.State == OutboxPending {
 						done = 0
 					}
-					args = append(args, c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done)
+					args = append(args, c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done, boolInt(c.Uncounted))
 				}
 				b.WriteString(`) UPDATE outbox SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-					lease_token = '', lease_until_ms = 0
+					lease_token = '', lease_until_ms = 0, attempts = outbox.attempts - v.dec
 					FROM v WHERE outbox.id = v.id AND outbox.lease_token = v.token AND outbox.state = 'sending' RETURNING outbox.id`)
 				q = b.String()
 			}
@@ -616,7 +623,7 @@ func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]i
 	return applied, nil
 }
 
-// completeChunk is completions per UPDATE (7 parameters each on SQLite).
+// completeChunk is completions per UPDATE (8 parameters each on SQLite).
 const completeChunk = 500
 
 // ExpiredLeases returns sending rows whose lease ended before now (their

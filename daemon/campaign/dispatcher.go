@@ -395,6 +395,11 @@ func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, res
 		case sdk.Accepted:
 			comp.State, comp.ProviderID = storage.OutboxSent, r.ProviderID
 		case sdk.Retryable:
+			if rateLimited(r) {
+				// The provider set the pace: waiting is not a failure.
+				comp.State, comp.Reason, comp.NotBefore, comp.Uncounted = storage.OutboxPending, reason, now.Add(max(r.RetryAfter, time.Second)), true
+				break
+			}
 			comp = d.retry(c, comp, r.RetryAfter, reason, now)
 		case sdk.Permanent:
 			comp.State, comp.Reason = storage.OutboxFailed, reason
@@ -410,6 +415,18 @@ func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, res
 		comps = append(comps, comp)
 	}
 	return comps
+}
+
+// rateLimited reports whether a retryable result is the provider's rate
+// limit (HTTP 429, Twilio 20429) or a request that never left ("not_sent"):
+// such retries do not count toward messages.max_attempts, so a long 429
+// storm delays messages but never fails them.
+func rateLimited(r sdk.Result) bool {
+	switch r.Code {
+	case "429", "20429", "not_sent":
+		return true
+	}
+	return false
 }
 
 // retry makes a completion a retry with jittered exponential backoff (at

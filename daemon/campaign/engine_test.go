@@ -552,7 +552,7 @@ func TestEngineRetryAfter(t *testing.T) {
 	require.Equal(t, storage.OutboxPending, r.State)
 	require.Equal(t, start.Add(10*time.Minute), r.NotBefore, "Retry-After beats the first backoff (at most 1s)")
 	require.Equal(t, "429: too many requests", r.Reason)
-	require.Equal(t, 1, r.Attempts)
+	require.Equal(t, 0, r.Attempts, "a rate-limit refusal is not a failed attempt")
 
 	h.clock.Set(start.Add(10*time.Minute - time.Second))
 	h.dispatch()
@@ -563,7 +563,30 @@ func TestEngineRetryAfter(t *testing.T) {
 	r = h.row("c1")
 	require.Equal(t, storage.OutboxSent, r.State)
 	require.Equal(t, "p-2", r.ProviderID)
-	require.Equal(t, 2, r.Attempts)
+	require.Equal(t, 1, r.Attempts)
+}
+
+// A rate-limit storm longer than the attempt limit delays a message but
+// never fails it; other retryable errors still count.
+func TestEngineRateLimitDoesNotExhaustAttempts(t *testing.T) {
+	h := newHarness(t, campaignSpec{}, func(o *Options, _ *Channel) { o.Messages.MaxAttempts = 3 })
+	h.ch.reply = func(m sdk.Message, call int) sdk.Result {
+		if call <= 6 {
+			return sdk.Result{Status: sdk.Retryable, RetryAfter: time.Second, Code: "429", Reason: "too many requests"}
+		}
+		return sdk.Result{Status: sdk.Accepted, ProviderID: "p-7"}
+	}
+	h.customer("c1", nil)
+	h.pass(nil, nil)
+	h.pass([]string{"c1"}, nil)
+	for range 10 {
+		h.dispatch()
+		h.clock.Add(time.Minute)
+	}
+	r := h.row("c1")
+	require.Equal(t, storage.OutboxSent, r.State, r.Reason)
+	require.Equal(t, 7, h.ch.calls)
+	require.Equal(t, 1, r.Attempts)
 }
 
 func TestEngineRetriesExhausted(t *testing.T) {

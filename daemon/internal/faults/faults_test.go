@@ -438,8 +438,9 @@ func TestChannelPluginKilledMidSend(t *testing.T) {
 // waiting 2^k seconds, i.e. about n seconds: far past the deadline.
 func TestRateLimitStorm(t *testing.T) {
 	n := envN(t, "COHORT_FAULT_STORM_N", 2000)
-	// Enough attempts that 0.5^attempts x n is negligible.
-	s := newSetup(t, n, 60, sgserver.Faults{RateLimit: sgserver.RateLimitFault{
+	// The default max_attempts (8): rate-limit refusals do not count toward
+	// it, so the storm delays messages but fails none.
+	s := newSetup(t, n, 8, sgserver.Faults{RateLimit: sgserver.RateLimitFault{
 		Pick: sgserver.Pick{Fraction: 0.5}, Headers: true, Reset: time.Second}})
 	d := s.start()
 	start := time.Now()
