@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -737,14 +736,6 @@ type DeliveryEvent struct {
 	Reason  string
 }
 
-// Resolution is how a delivery event changes its outbox row: an unknown row
-// becomes State (sent when the provider had it, failed when it never sent
-// it); every row records the event type as its latest delivery.
-type Resolution struct {
-	Key   string
-	State string
-}
-
 // RecordDeliveryEvents stores new events (an event id seen before is
 // ignored), resolves unknown rows they prove reached the provider, and notes
 // each row's latest delivery type. It returns the events that were new.
@@ -1005,9 +996,6 @@ func (db *DB) Forget(ctx context.Context, customerID string, keep []Suppression)
 	}
 	return found, nil
 }
-
-// ErrStaleLease is returned when a completion's lease was taken over.
-var ErrStaleLease = errors.New("lease no longer held")
 
 func boolInt(b bool) int {
 	if b {

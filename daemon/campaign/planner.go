@@ -202,7 +202,6 @@ func (e *Engine) occurChunked(ctx context.Context, c *rules.Campaign, st *storag
 // campaign state, in one transaction. With reentry, a customer who had an
 // occurrence gets another only after the campaign's reentry period.
 func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.CampaignState, occ []occurrence, now time.Time, reentry bool) error {
-	pl := e.plan.Load()
 	ch := e.opt.Channels[c.Channel]
 	queued, holdout, passed := 0, 0, 0
 	perArm := map[string]int{}
@@ -280,6 +279,5 @@ func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.Campa
 			}
 		}
 	}
-	_ = pl
 	return nil
 }
