@@ -164,8 +164,8 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 				vals = map[string]sdk.Value{}
 			}
 			traits[id] = vals
-			addr[id] = e.address(d.ch.Kind, vals)
-			loc[id] = e.location(vals)
+			addr[id] = Address(e.opt.Contacts, d.ch.Kind, vals)
+			loc[id] = Location(e.opt.Contacts, e.opt.Location, vals)
 			hashes = append(hashes, CustomerHash(id))
 			if addr[id] != "" {
 				hashes = append(hashes, AddressHash(addr[id]))
@@ -487,14 +487,15 @@ func (d *dispatcher) record(comps []storage.Completion, applied []int64, byKey m
 	}
 }
 
-// address is a customer's address on a channel kind.
-func (e *Engine) address(kind string, vals map[string]sdk.Value) string {
+// Address is a customer's address on a channel kind: the email or phone
+// contact trait ("" for webhook channels, or when the customer has none).
+func Address(c Contacts, kind string, vals map[string]sdk.Value) string {
 	var name string
 	switch kind {
 	case "email":
-		name = e.opt.Contacts.Email
+		name = c.Email
 	case "sms":
-		name = e.opt.Contacts.Phone
+		name = c.Phone
 	default:
 		return ""
 	}
@@ -504,16 +505,17 @@ func (e *Engine) address(kind string, vals map[string]sdk.Value) string {
 	return ""
 }
 
-// location is a customer's time zone (the timezone trait, else the config's).
-func (e *Engine) location(vals map[string]sdk.Value) *time.Location {
-	if e.opt.Contacts.Timezone != "" {
-		if v, ok := vals[e.opt.Contacts.Timezone]; ok && v.Type == sdk.TypeString && v.Str != "" {
+// Location is a customer's time zone: the timezone contact trait when it
+// names a zone, else def.
+func Location(c Contacts, def *time.Location, vals map[string]sdk.Value) *time.Location {
+	if c.Timezone != "" {
+		if v, ok := vals[c.Timezone]; ok && v.Type == sdk.TypeString && v.Str != "" {
 			if l, err := loadLocation(v.Str); err == nil {
 				return l
 			}
 		}
 	}
-	return e.opt.Location
+	return def
 }
 
 // suppressAddress adds an address to the suppression list.
