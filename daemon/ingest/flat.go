@@ -12,10 +12,9 @@ import (
 // prepared is a validated batch ready to commit: its customers already
 // encoded as storage rows.
 type prepared struct {
-	ch       *Changes
-	rows     []storage.Customer
-	cursor   string
-	caughtUp bool
+	ch     *Changes
+	rows   []storage.Customer
+	cursor string
 }
 
 // flatStream validates the flat batches of one pulled stream. It keeps what
@@ -132,7 +131,7 @@ func (s *flatStream) prepare(b *sdk.FlatBatch, maps bool) (*prepared, []Problem)
 		}
 	}
 	v.rest(ch, b.Deletes, b.Events, b.Consents, bad, latest)
-	return &prepared{ch: ch, rows: rows, cursor: b.Cursor, caughtUp: b.CaughtUp}, problems
+	return &prepared{ch: ch, rows: rows, cursor: b.Cursor}, problems
 }
 
 // prepareBatch validates and encodes a batch in map form.
@@ -143,5 +142,5 @@ func prepareBatch(v *Validator, b *sdk.Batch) (*prepared, []Problem, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &prepared{ch: ch, rows: rows, cursor: b.Cursor, caughtUp: b.CaughtUp}, problems, nil
+	return &prepared{ch: ch, rows: rows, cursor: b.Cursor}, problems, nil
 }

@@ -268,7 +268,7 @@ func (g *Ingester) commit(ctx context.Context, source string, group []*prepared)
 			}
 		}
 		if last != nil {
-			return tx.SetCursor(source, last.cursor, last.caughtUp)
+			return tx.SetCursor(source, last.cursor, last.ch.CaughtUp)
 		}
 		return nil
 	})
@@ -280,7 +280,7 @@ func (g *Ingester) commit(ctx context.Context, source string, group []*prepared)
 		g.m.customers.WithLabelValues(source).Add(float64(len(p.rows)))
 		g.m.events.WithLabelValues(source, "new").Add(float64(len(ch.Events)))
 		g.m.batches.WithLabelValues(source).Inc()
-		g.reportProgress(source, len(p.rows), len(ch.Events), p.caughtUp)
+		g.reportProgress(source, len(p.rows), len(ch.Events), ch.CaughtUp)
 		for _, o := range g.observers {
 			o.Committed(ctx, ch)
 		}
