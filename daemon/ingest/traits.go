@@ -49,9 +49,7 @@ func Customers(cs []sdk.Customer) ([]storage.Customer, error) {
 	return out, nil
 }
 
-// AppendTraitJSON appends the JSON form of a trait value.
-func AppendTraitJSON(b []byte, v sdk.Value) []byte { return appendTrait(b, &v) }
-
+// appendTrait appends the JSON form of a trait value.
 func appendTrait(b []byte, v *sdk.Value) []byte {
 	switch v.Type {
 	case sdk.TypeString:
