@@ -171,7 +171,7 @@ func compileVariant(rulesDir string, c *rules.Campaign, rv *rules.Variant, schem
 		sizeHint: map[string]int{},
 	}
 	if rv.Subject != "" {
-		v.subject = cc.parseText(PartSubject, PartSubject, rv.Subject, true)
+		v.subject = cc.parseText(PartSubject, PartSubject, rv.Subject)
 		v.srcs[PartSubject], v.names[PartSubject] = rv.Subject, PartSubject
 	}
 	var htmlSrc string
@@ -187,7 +187,7 @@ func compileVariant(rulesDir string, c *rules.Campaign, rv *rules.Variant, schem
 	case rv.Text != "":
 		file := filepath.Join(rulesDir, rv.Text)
 		if src, ok := cc.readFile(PartText, file); ok {
-			v.text = cc.parseText(PartText, file, src, true)
+			v.text = cc.parseText(PartText, file, src)
 			v.srcs[PartText], v.names[PartText] = src, file
 		}
 	case v.html != nil:
@@ -250,13 +250,13 @@ func newHTML(name string) *htemplate.Template {
 	return htemplate.New(name).Option("missingkey=error").Funcs(parseFuncs())
 }
 
-func (cc *compiler) parseText(part, name, src string, check bool) *ttemplate.Template {
+func (cc *compiler) parseText(part, name, src string) *ttemplate.Template {
 	t, err := newText(name).Parse(src)
 	if err != nil {
 		cc.parseError(part, name, src, err)
 		return nil
 	}
-	ch := newChecker(cc.schema, src, check)
+	ch := newChecker(cc.schema, src, true)
 	for _, tt := range t.Templates() {
 		ch.tree(tt.Tree)
 	}
