@@ -65,32 +65,11 @@ func sendPolicies(id, kind string, mode campaign.ConsentMode, consents []storage
 	return pc
 }
 
-// contactOf is a customer's address for a channel kind and their time zone.
+// contactOf is a customer's address for a channel kind and their time
+// zone, as the dispatcher reads them.
 func (w *workspace) contactOf(kind string, vals map[string]sdk.Value) (string, *time.Location) {
 	ct := w.schema.Contacts()
-	str := func(name string) string {
-		if v, ok := vals[name]; ok && name != "" && v.Type == sdk.TypeString {
-			return v.Str
-		}
-		return ""
-	}
-	to := ""
-	switch kind {
-	case "email":
-		to = str(ct.Email)
-	case "sms":
-		to = str(ct.Phone)
-	}
-	loc := w.cfg.Location
-	if tz := str(ct.Timezone); tz != "" {
-		if l, err := time.LoadLocation(tz); err == nil {
-			loc = l
-		}
-	}
-	if loc == nil {
-		loc = time.UTC
-	}
-	return to, loc
+	return campaign.Address(ct, kind, vals), campaign.Location(ct, w.cfg.Location, vals)
 }
 
 // explainCampaigns prints, for each campaign, the customer's arm, their
