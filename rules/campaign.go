@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cohortd/cohort/sdk/strictyaml"
@@ -44,8 +45,10 @@ func (k TriggerKind) String() string {
 // Trigger is enter, exit or a cron schedule.
 type Trigger struct {
 	Kind TriggerKind
-	// Cron is the schedule of a TriggerCron (config timezone).
-	Cron string
+	// Cron is the schedule of a TriggerCron (config timezone) as written;
+	// Schedule is it parsed.
+	Cron     string
+	Schedule cron.Schedule
 }
 
 // Status is a campaign's lifecycle state.
@@ -240,7 +243,8 @@ func (l *loader) campaignFields(d *strictyaml.Decoder, file, path string, k *yam
 		if msg := checkCron(y.Trigger.V); msg != "" {
 			bad(y.Trigger.N, "trigger", "expected enter, exit or a cron expression: %s", msg)
 		}
-		c.Trigger = Trigger{Kind: TriggerCron, Cron: y.Trigger.V}
+		sched, _ := cronParser.Parse(y.Trigger.V) // nil when checkCron reported it
+		c.Trigger = Trigger{Kind: TriggerCron, Cron: y.Trigger.V, Schedule: sched}
 	}
 	if y.Reentry.set() {
 		switch r := strings.TrimSpace(y.Reentry.V); {

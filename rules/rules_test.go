@@ -50,7 +50,11 @@ func TestLoadValid(t *testing.T) {
 	require.Equal(t, &Winner{Metric: "conversion", MinPerArm: 1000, Alpha: 0.05, Tau: DefaultTau}, w.Winner)
 
 	wk := set.Campaign("weekly")
-	require.Equal(t, Trigger{Kind: TriggerCron, Cron: "0 9 * * 1"}, wk.Trigger)
+	require.Equal(t, TriggerCron, wk.Trigger.Kind)
+	require.Equal(t, "0 9 * * 1", wk.Trigger.Cron)
+	require.NotNil(t, wk.Trigger.Schedule)
+	monday := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	require.Equal(t, monday.AddDate(0, 0, 7), wk.Trigger.Schedule.Next(monday), "the parsed schedule fires Mondays at 09:00")
 	require.Equal(t, 14*24*time.Hour, wk.ReentryAfter)
 	require.Equal(t, StatusPaused, wk.Status)
 	require.Equal(t, 1250, wk.Holdout)

@@ -109,7 +109,7 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 	e := d.e
 	pl := e.plan.Load()
 	types := e.traitTypes()
-	pol := pl.policies[d.ch.Kind]
+	pol := pl.set.Policies()[d.ch.Kind]
 	var (
 		out     []claimed
 		settled int
@@ -186,7 +186,7 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 		var take []int64
 		byID := map[int64]claimed{}
 		for _, r := range rows {
-			c := pl.campaigns[r.Campaign]
+			c := pl.set.Campaign(r.Campaign)
 			switch {
 			case c == nil:
 				finish[ReasonNoCampaign] = append(finish[ReasonNoCampaign], r.ID)

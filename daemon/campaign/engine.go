@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/robfig/cron/v3"
 
 	"github.com/cohortd/cohort/daemon/message"
 	"github.com/cohortd/cohort/daemon/unsubscribe"
@@ -97,11 +96,8 @@ type Options struct {
 
 // plan is a rule set with its compiled templates.
 type plan struct {
-	set       *rules.Set
-	msgs      *message.Set
-	campaigns map[string]*rules.Campaign
-	policies  map[string]*rules.Policy
-	scheds    map[string]cron.Schedule
+	set  *rules.Set
+	msgs *message.Set
 }
 
 // Engine runs campaigns.
@@ -179,23 +175,10 @@ func New(opt Options) *Engine {
 // templates (compiled by the caller against the same schema). Campaigns
 // whose definition changed take a new baseline at the next full pass.
 func (e *Engine) SetRules(set *rules.Set, msgs *message.Set) error {
-	p := &plan{set: set, msgs: msgs, campaigns: map[string]*rules.Campaign{}, policies: set.Policies(), scheds: map[string]cron.Schedule{}}
-	for _, c := range set.Campaigns() {
-		p.campaigns[c.Name] = c
-		if c.Trigger.Kind == rules.TriggerCron {
-			s, err := cronParser.Parse(c.Trigger.Cron)
-			if err != nil {
-				return fmt.Errorf("campaign %s: trigger %q: %w", c.Name, c.Trigger.Cron, err)
-			}
-			p.scheds[c.Name] = s
-		}
-	}
-	e.plan.Store(p)
+	e.plan.Store(&plan{set: set, msgs: msgs})
 	e.Kick()
 	return nil
 }
-
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // SetTraitTypes gives the trait schema used to read customers' traits.
 func (e *Engine) SetTraitTypes(types map[string]sdk.TraitType) {
@@ -364,7 +347,7 @@ func weightsID(c *rules.Campaign) string {
 // Campaign returns a campaign of the current rules, or nil.
 func (e *Engine) Campaign(name string) *rules.Campaign {
 	if p := e.plan.Load(); p != nil {
-		return p.campaigns[name]
+		return p.set.Campaign(name)
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ func (e *Engine) planCampaign(ctx context.Context, pl *plan, c *rules.Campaign, 
 	}
 	hold := e.hold(c)
 	if c.Trigger.Kind == rules.TriggerCron {
-		return e.planCron(ctx, pl, c, st, hold, now)
+		return e.planCron(ctx, c, st, hold, now)
 	}
 	for {
 		changes, err := e.db.SegmentChangesOf(ctx, c.Segment, st.Cursor, changePage)
@@ -150,8 +150,8 @@ func (e *Engine) baseline(ctx context.Context, c *rules.Campaign, prev storage.C
 
 // planCron turns the latest due fire of a cron campaign into one occurrence
 // per current member (missed earlier fires are not replayed).
-func (e *Engine) planCron(ctx context.Context, pl *plan, c *rules.Campaign, st storage.CampaignState, hold string, now time.Time) error {
-	sched := pl.scheds[c.Name]
+func (e *Engine) planCron(ctx context.Context, c *rules.Campaign, st storage.CampaignState, hold string, now time.Time) error {
+	sched := c.Trigger.Schedule
 	if sched == nil {
 		return nil
 	}
