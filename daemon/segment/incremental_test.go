@@ -75,8 +75,10 @@ func TestIncrementalWindow(t *testing.T) {
 		require.Len(t, sizes, 3)
 		require.Equal(t, storage.SegmentSize{Segment: "pro", Pass: r1.Pass, At: now(), Size: 3, Entered: 2}, sizes[1])
 		require.Equal(t, res.Pass, sizes[2].Pass)
-		_, err = db.SizeHistory(ctx, "adults", time.Time{})
+		adults, err := db.SizeHistory(ctx, "adults", time.Time{})
 		require.NoError(t, err)
+		require.Len(t, adults, 2, "a segment the window did not change gets no size row from it, only the full passes'")
+		require.NotEqual(t, r1.Pass, adults[1].Pass)
 	})
 }
 
