@@ -38,26 +38,23 @@ func (c *SourceClient) Configure(ctx context.Context, _ sdk.ConfigureRequest) (s
 // Pull streams from the current plugin. It has no per-call timeout (live
 // sources keep the stream open); ctx bounds it.
 func (c *SourceClient) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) error) error {
-	gen, src, _, err := c.i.current(ctx)
-	if err != nil {
-		return err
-	}
-	err = src.Pull(ctx, cursor, send)
-	c.i.report(ctx, gen, err)
-	if err != nil {
-		return fmt.Errorf("source %q: pull: %w", c.i.name, err)
-	}
-	return nil
+	return c.pull(ctx, func(src sdk.Source) error { return src.Pull(ctx, cursor, send) })
 }
 
 // PullFlat is Pull with batches in the flat form ingestion consumes
 // (sdk.FlatBatch), decoded from the wire without a map per customer.
 func (c *SourceClient) PullFlat(ctx context.Context, cursor string, send func(*sdk.FlatBatch) error) error {
+	return c.pull(ctx, func(src sdk.Source) error { return sdk.PullFlat(ctx, src, cursor, send) })
+}
+
+// pull runs pull on the current plugin and reports its outcome to the
+// supervisor.
+func (c *SourceClient) pull(ctx context.Context, pull func(sdk.Source) error) error {
 	gen, src, _, err := c.i.current(ctx)
 	if err != nil {
 		return err
 	}
-	err = sdk.PullFlat(ctx, src, cursor, send)
+	err = pull(src)
 	c.i.report(ctx, gen, err)
 	if err != nil {
 		return fmt.Errorf("source %q: pull: %w", c.i.name, err)
