@@ -292,8 +292,15 @@ func TestEngineBaselineFiresNothing(t *testing.T) {
 
 	// A rule edit that keeps the definition (here: a reentry change) is no
 	// new baseline; members that entered before do not fire.
+	baseline := st.Baseline
+	h.clock.Add(time.Minute)
 	h.setRules(campaignSpec{reentry: "after 30d"})
 	h.pass(nil, nil)
+	st, ok = h.e.state("winback")
+	require.True(t, ok)
+	require.Equal(t, baseline, st.Baseline, "a reentry change takes no new baseline")
+	require.Equal(t, map[string]int64{storage.OutboxSent: 1}, h.counts())
+	h.dispatch()
 	require.Len(t, h.ch.recipients(), 1)
 }
 
