@@ -59,7 +59,9 @@ func (s *webhookSink) SourceBatch(ctx context.Context, instance string, b *sdk.B
 	if v == nil {
 		return fmt.Errorf("source %q is not running yet", instance)
 	}
-	return s.committer().submit(ctx, instance, b)
+	cp := *b
+	cp.Cursor, cp.CaughtUp = "", false
+	return s.committer().submit(ctx, instance, &cp)
 }
 
 // commit commits one (possibly merged) batch of a source.

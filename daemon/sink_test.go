@@ -160,6 +160,23 @@ func testConcurrentCallers(t *testing.T, cfg storage.Config) {
 	require.Equal(t, 101, rollups, "every caller's event is stored once")
 }
 
+// TestSourceBatchKeepsPullCursor checks that a webhook batch never moves
+// the source's pull cursor, even one committed alone that carries a cursor.
+func TestSourceBatchKeepsPullCursor(t *testing.T) {
+	f := newSinkFixture(t, storagetest.SQLiteConfig(t))
+	f.store.open()
+	ctx := context.Background()
+	b := purchase("solo")
+	b.Cursor, b.CaughtUp = "webhook-cursor", true
+	require.NoError(t, f.sink.SourceBatch(ctx, "web", b))
+	_, err := f.db.GetCustomer(ctx, "solo")
+	require.NoError(t, err)
+	cursor, caughtUp, err := f.db.Cursor(ctx, "web")
+	require.NoError(t, err)
+	require.Empty(t, cursor)
+	require.False(t, caughtUp)
+}
+
 func TestGroupCommitPoisonedCallerFailsAlone(t *testing.T) {
 	cfg := storagetest.SQLiteConfig(t)
 	f := newSinkFixture(t, cfg)
