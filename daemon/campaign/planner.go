@@ -2,6 +2,7 @@ package campaign
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -28,10 +29,7 @@ func (e *Engine) PlanOnce(ctx context.Context, p *Pass) error {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.Name, err))
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%v", errs)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (e *Engine) planCampaign(ctx context.Context, pl *plan, c *rules.Campaign, p *Pass, now time.Time) error {
@@ -82,7 +80,7 @@ func (e *Engine) planCampaign(ctx context.Context, pl *plan, c *rules.Campaign, 
 			}
 			occ = nil
 		}
-		if err := e.occur(ctx, c, &st, occ, now, true); err != nil {
+		if err := e.occur(ctx, c, &st, occ, now, true, true); err != nil {
 			return err
 		}
 		if len(changes) < changePage {
@@ -132,11 +130,7 @@ func (e *Engine) baseline(ctx context.Context, c *rules.Campaign, prev storage.C
 	}
 	var occ []occurrence
 	if c.Backfill && c.Trigger.Kind == rules.TriggerEnter && e.hold(c) == "" {
-		key := "backfill:" + fp[:12]
-		if err := e.db.EachSegmentMember(ctx, c.Segment, func(_, id string) error {
-			occ = append(occ, occurrence{key: key, customer: id})
-			return nil
-		}); err != nil {
+		if occ, err = e.members(ctx, c.Segment, "backfill:"+fp[:12]); err != nil {
 			return err
 		}
 	}
@@ -166,14 +160,10 @@ func (e *Engine) planCron(ctx context.Context, c *rules.Campaign, st storage.Cam
 	st.LastCron = next
 	if hold != "" {
 		e.log.Warn("campaign held: cron fire passed over", "campaign", c.Name, "fire", next.UTC(), "reason", hold)
-		return e.occur(ctx, c, &st, nil, now, false)
+		return e.occur(ctx, c, &st, nil, now, false, true)
 	}
-	key := "cron:" + next.UTC().Format(time.RFC3339)
-	var occ []occurrence
-	if err := e.db.EachSegmentMember(ctx, c.Segment, func(_, id string) error {
-		occ = append(occ, occurrence{key: key, customer: id})
-		return nil
-	}); err != nil {
+	occ, err := e.members(ctx, c.Segment, "cron:"+next.UTC().Format(time.RFC3339))
+	if err != nil {
 		return err
 	}
 	e.log.Info("campaign cron fire", "campaign", c.Name, "fire", next.UTC(), "members", len(occ))
@@ -185,49 +175,62 @@ type occurrence struct {
 	customer string
 }
 
-// occurChunked commits occurrences in transactions of changePage, the state
-// with the last one (occurrence keys make a repeat after a crash harmless).
+// members makes an occurrence with key for every current member of a
+// segment.
+func (e *Engine) members(ctx context.Context, segment, key string) ([]occurrence, error) {
+	var occ []occurrence
+	err := e.db.EachSegmentMember(ctx, segment, func(_, id string) error {
+		occ = append(occ, occurrence{key: key, customer: id})
+		return nil
+	})
+	return occ, err
+}
+
+// occurChunked commits occurrences in transactions of changePage; only the
+// last stores the campaign state, so a crash part way leaves the state as it
+// was and the next run repeats the step (occurrence keys and stored
+// assignments make the repeat harmless).
 func (e *Engine) occurChunked(ctx context.Context, c *rules.Campaign, st *storage.CampaignState, occ []occurrence, now time.Time, reentry bool) error {
 	for len(occ) > changePage {
-		cur := *st
-		if err := e.occur(ctx, c, &cur, occ[:changePage], now, reentry); err != nil {
+		if err := e.occur(ctx, c, st, occ[:changePage], now, reentry, false); err != nil {
 			return err
 		}
 		occ = occ[changePage:]
 	}
-	return e.occur(ctx, c, st, occ, now, reentry)
+	return e.occur(ctx, c, st, occ, now, reentry, true)
 }
 
-// occur assigns arms and queues messages for occurrences, and stores the
-// campaign state, in one transaction. With reentry, a customer who had an
-// occurrence gets another only after the campaign's reentry period.
-func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.CampaignState, occ []occurrence, now time.Time, reentry bool) error {
-	ch := e.opt.Channels[c.Channel]
+// occur assigns arms and queues messages for occurrences (one per customer)
+// in one transaction, and with save stores the campaign state in it. With
+// reentry, a customer who had an occurrence gets another only after the
+// campaign's reentry period.
+func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.CampaignState, occ []occurrence, now time.Time, reentry, save bool) error {
+	kind := c.ChannelKind
+	if ch := e.opt.Channels[c.Channel]; ch != nil {
+		kind = ch.Kind
+	}
+	seen := make(map[string]bool, len(occ))
+	ids := make([]string, 0, len(occ))
+	uniq := occ[:0:0]
+	for _, o := range occ {
+		if !seen[o.customer] {
+			seen[o.customer] = true
+			ids = append(ids, o.customer)
+			uniq = append(uniq, o)
+		}
+	}
 	queued, holdout, passed := 0, 0, 0
 	perArm := map[string]int{}
 	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		queued, holdout, passed = 0, 0, 0
 		clear(perArm)
-		ids := make([]string, 0, len(occ))
-		seen := map[string]bool{}
-		for _, o := range occ {
-			if !seen[o.customer] {
-				seen[o.customer] = true
-				ids = append(ids, o.customer)
-			}
-		}
 		have, err := tx.Assignments(c.Name, ids)
 		if err != nil {
 			return err
 		}
 		var as []storage.Assignment
 		var rows []storage.OutboxRow
-		done := map[string]bool{}
-		for _, o := range occ {
-			if done[o.customer] {
-				continue // one occurrence per customer per batch
-			}
-			done[o.customer] = true
+		for _, o := range uniq {
 			a, ok := have[o.customer]
 			if ok && reentry && (c.ReentryAfter == 0 || now.Sub(a.Last) < c.ReentryAfter) {
 				passed++
@@ -244,27 +247,26 @@ func (e *Engine) occur(ctx context.Context, c *rules.Campaign, st *storage.Campa
 				holdout++
 				continue
 			}
-			kind := c.ChannelKind
-			if ch != nil {
-				kind = ch.Kind
-			}
 			rows = append(rows, storage.OutboxRow{Key: Key(c.Name, o.key, o.customer, c.Channel), Campaign: c.Name, Occurrence: o.key,
 				CustomerID: o.customer, Channel: c.Channel, Kind: kind, Arm: a.Arm, Created: now})
 		}
 		if err := tx.PutAssignments(as); err != nil {
 			return err
 		}
-		n, err := tx.Enqueue(rows)
-		if err != nil {
+		if queued, err = tx.Enqueue(rows); err != nil {
 			return err
 		}
-		queued = n
-		return tx.PutCampaignState(*st)
+		if save {
+			return tx.PutCampaignState(*st)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	e.setState(*st)
+	if save {
+		e.setState(*st)
+	}
 	for arm, n := range perArm {
 		e.m.occurrences.WithLabelValues(c.Name, arm).Add(float64(n))
 	}
