@@ -32,11 +32,10 @@ func (c *trackConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// cap brings a deadline later than the timeout from now down to it; the
+// zero time (no deadline) stays.
 func (c *trackConn) cap(t time.Time) time.Time {
-	if limit := time.Now().Add(c.timeout); t.IsZero() || t.After(limit) {
-		if t.IsZero() {
-			return t
-		}
+	if limit := time.Now().Add(c.timeout); !t.IsZero() && t.After(limit) {
 		return limit
 	}
 	return t
