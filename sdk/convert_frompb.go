@@ -420,19 +420,12 @@ type strFix struct{ trait, lo, hi int }
 // one string instead of hashing it for the map.
 type nameCache [256]int32 // index + 1; 0 = empty
 
-func nameSlot(b []byte) byte {
+// nameSlot is a name's slot in a nameCache (or traitIndex.cache).
+func nameSlot[T string | []byte](b T) byte {
 	if len(b) == 0 {
 		return 0
 	}
 	return byte(len(b)*7) ^ b[0] ^ b[len(b)-1]<<2 ^ b[len(b)/2]<<4
-}
-
-// nameSlotString is nameSlot of a string.
-func nameSlotString(s string) byte {
-	if len(s) == 0 {
-		return 0
-	}
-	return byte(len(s)*7) ^ s[0] ^ s[len(s)-1]<<2 ^ s[len(s)/2]<<4
 }
 
 // name returns the index of name b, adding it when new.

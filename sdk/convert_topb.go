@@ -561,7 +561,7 @@ type traitIndex struct {
 
 // lookup returns name's index, adding it when new.
 func (t *traitIndex) lookup(name string) (uint32, error) {
-	slot := nameSlotString(name)
+	slot := nameSlot(name)
 	if i := t.cache[slot]; i > 0 && t.names[i-1] == name {
 		return uint32(i - 1), nil
 	}
