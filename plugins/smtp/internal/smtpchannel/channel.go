@@ -186,9 +186,7 @@ func (st *state) sendOne(ctx context.Context, m *sdk.Message, now time.Time) (sd
 	}
 	env, err := buildMessage(m, now, st.sign)
 	if err != nil {
-		if me := (*messageError)(nil); errors.As(err, &me) {
-			return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: me.msg}, false
-		}
+		// A message that cannot be built can never be sent.
 		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}, false
 	}
 	for attempt := 0; ; attempt++ {

@@ -43,15 +43,6 @@ type envelope struct {
 	data      []byte // the message, CRLF line ends, not dot-stuffed
 }
 
-// messageError is a problem of the message itself: it can never be sent.
-type messageError struct{ msg string }
-
-func (e *messageError) Error() string { return e.msg }
-
-func badMessage(format string, args ...any) error {
-	return &messageError{msg: fmt.Sprintf(format, args...)}
-}
-
 // dkimSigning is what signs a message; nil signs nothing.
 type dkimSigning struct {
 	opts dkim.SignOptions
@@ -74,7 +65,7 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 		}
 	}
 	if strings.ContainsAny(m.Key, "\r\n") || m.Key == "" {
-		return nil, badMessage("message key %q is empty or has a line break", m.Key)
+		return nil, fmt.Errorf("message key %q is empty or has a line break", m.Key)
 	}
 	_, domain, _ := strings.Cut(from.Address, "@")
 	sum := sha256.Sum256([]byte("cohort message-id\x00" + m.Key))
@@ -101,14 +92,14 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 	for _, hd := range m.Headers {
 		name := textproto.CanonicalMIMEHeaderKey(hd.Name)
 		if !validFieldName(hd.Name) {
-			return nil, badMessage("header name %q is not a valid field name", hd.Name)
+			return nil, fmt.Errorf("header name %q is not a valid field name", hd.Name)
 		}
 		if reserved[name] {
-			return nil, badMessage("header %q is written by the smtp channel: set it through the message's fields, not Headers", hd.Name)
+			return nil, fmt.Errorf("header %q is written by the smtp channel: set it through the message's fields, not Headers", hd.Name)
 		}
 		for _, v := range hd.Values {
 			if strings.ContainsAny(v, "\r\n") {
-				return nil, badMessage("header %q has a line break in its value", hd.Name)
+				return nil, fmt.Errorf("header %q has a line break in its value", hd.Name)
 			}
 			h.add(hd.Name, encodeText(v))
 		}
@@ -191,17 +182,17 @@ func writeQP(w io.Writer, body string) error {
 
 func parseAddress(field, s string) (*mail.Address, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, badMessage("the message has no %s address", field)
+		return nil, fmt.Errorf("the message has no %s address", field)
 	}
 	if strings.ContainsAny(s, "\r\n") {
-		return nil, badMessage("%s address %q has a line break", field, s)
+		return nil, fmt.Errorf("%s address %q has a line break", field, s)
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil {
-		return nil, badMessage("%s address %q: %v", field, s, err)
+		return nil, fmt.Errorf("%s address %q: %v", field, s, err)
 	}
 	if !strings.Contains(a.Address, "@") {
-		return nil, badMessage("%s address %q has no domain", field, s)
+		return nil, fmt.Errorf("%s address %q has no domain", field, s)
 	}
 	return a, nil
 }
@@ -263,7 +254,7 @@ func (h *headerWriter) add(name, value string) {
 		}
 		if len(cur)+1+len(w) > foldAt && strings.TrimSpace(cur) != name+":" {
 			if len(cur) > maxLine && h.err == nil {
-				h.err = badMessage("header %q has a line longer than %d characters", name, maxLine)
+				h.err = fmt.Errorf("header %q has a line longer than %d characters", name, maxLine)
 			}
 			h.b.WriteString(cur)
 			h.b.WriteString("\r\n")
@@ -272,7 +263,7 @@ func (h *headerWriter) add(name, value string) {
 		cur += " " + w
 	}
 	if len(cur) > maxLine && h.err == nil {
-		h.err = badMessage("header %q has a line longer than %d characters", name, maxLine)
+		h.err = fmt.Errorf("header %q has a line longer than %d characters", name, maxLine)
 	}
 	h.b.WriteString(cur)
 	h.b.WriteString("\r\n")
