@@ -106,7 +106,7 @@ func byKey(t *testing.T, results []sdk.Result) map[string]sdk.Result {
 	return m
 }
 
-// sendOne sends one message and returns its result.
+// sendMsg sends one message and returns its result.
 func sendMsg(t *testing.T, c *Channel, m sdk.Message) sdk.Result {
 	t.Helper()
 	results, err := c.Send(t.Context(), []sdk.Message{m})
