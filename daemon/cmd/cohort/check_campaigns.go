@@ -53,7 +53,7 @@ func (w *workspace) campaignOutcome(c *rules.Campaign, fc *rules.FixtureCustomer
 		return arm, OutcomeSkipped, campaign.ReasonEnded
 	}
 	if arm == campaign.HoldoutArm {
-		return arm, OutcomeHoldout, fmt.Sprintf("bucket %d is in the holdout", campaign.Bucket(saltOf(c), fc.ID))
+		return arm, OutcomeHoldout, fmt.Sprintf("bucket %d is in the holdout", campaign.Bucket(c.Salt, fc.ID))
 	}
 	kind := c.ChannelKind
 	if kind == "" {
@@ -73,9 +73,6 @@ func (w *workspace) campaignOutcome(c *rules.Campaign, fc *rules.FixtureCustomer
 		consents = append(consents, storage.Consent{CustomerID: fc.ID, Kind: k, Status: st, Time: now, Source: "fixture"})
 	}
 	mode := campaign.ConsentMode(w.cfg.Messages.Consent)
-	if mode == "" {
-		mode = campaign.ConsentOptIn
-	}
 	to, loc := w.contactOf(kind, fc.Traits)
 	none := func(string) (string, bool) { return "", false }
 	pc := sendPolicies(fc.ID, kind, mode, consents, none, to, w.set.Policies()[kind], nil, now, loc)
@@ -86,13 +83,6 @@ func (w *workspace) campaignOutcome(c *rules.Campaign, fc *rules.FixtureCustomer
 		return arm, OutcomeDeferred, fmt.Sprintf("%s until %s", pc.Defer, pc.Until.In(loc).Format(time.RFC3339))
 	}
 	return arm, OutcomeSent, "every policy allows it"
-}
-
-func saltOf(c *rules.Campaign) string {
-	if c.Salt != "" {
-		return c.Salt
-	}
-	return c.Name
 }
 
 // checkCampaignFixtures verifies the fixtures' campaign expectations (arm
@@ -139,7 +129,7 @@ func (w *workspace) checkCampaignFixtures(fixtures []*rules.Fixture) ([]string, 
 					checked++
 					if exp.Arm != arm {
 						fails = append(fails, fmt.Sprintf("%s: customer %q must get arm %q of campaign %q but gets %q (bucket %d of salt %q)",
-							exp.Pos, fc.ID, exp.Arm, name, arm, campaign.Bucket(saltOf(c), fc.ID), saltOf(c)))
+							exp.Pos, fc.ID, exp.Arm, name, arm, campaign.Bucket(c.Salt, fc.ID), c.Salt))
 					}
 				}
 				if exp.Outcome != "" {

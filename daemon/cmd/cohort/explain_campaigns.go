@@ -92,20 +92,13 @@ func (w *workspace) explainCampaigns(ctx context.Context, out io.Writer, id stri
 		return err
 	}
 	mode := campaign.ConsentMode(w.cfg.Messages.Consent)
-	if mode == "" {
-		mode = campaign.ConsentOptIn
-	}
 	fmt.Fprintln(out, "campaigns:")
 	for _, c := range camps {
 		kind := c.ChannelKind
 		if kind == "" {
 			kind = w.schema.Channels[c.Channel]
 		}
-		status := c.Status
-		if status == "" {
-			status = rules.StatusActive
-		}
-		fmt.Fprintf(out, "  campaign %q (segment %s, channel %s, %s, %s):\n", c.Name, c.Segment, c.Channel, kind, status)
+		fmt.Fprintf(out, "  campaign %q (segment %s, channel %s, %s, %s):\n", c.Name, c.Segment, c.Channel, kind, c.Status)
 		a, err := w.db.Assignment(ctx, c.Name, id)
 		switch {
 		case err == nil:
@@ -150,10 +143,10 @@ func (w *workspace) explainCampaigns(ctx context.Context, out io.Writer, id stri
 			fmt.Fprintln(out, "    outbox: no messages")
 		}
 		switch {
-		case status == rules.StatusPaused:
+		case c.Status == rules.StatusPaused:
 			fmt.Fprintf(out, "    a send now: deferred (%s)\n", campaign.ReasonPaused)
 			continue
-		case status == rules.StatusEnded:
+		case c.Status == rules.StatusEnded:
 			fmt.Fprintf(out, "    a send now: skipped (%s)\n", campaign.ReasonEnded)
 			continue
 		case a.Arm == campaign.HoldoutArm:

@@ -169,9 +169,6 @@ func buildReport(ctx context.Context, db *storage.DB, set *rules.Set, c *rules.C
 	rep := &reportJSON{Campaign: res.Campaign, Segment: res.Segment, Channel: res.Channel, Status: res.Status, Goal: res.Goal,
 		Now: now, Decision: res.Decision, Winner: res.Winner, Outbox: res.Outbox,
 		SRM: srmJSON{Epoch: res.Epoch, Chi2: res.SRMChi2, P: res.SRMP, Flagged: res.SRM}}
-	if rep.Status == "" {
-		rep.Status = string(rules.StatusActive)
-	}
 	if rep.Outbox == nil {
 		rep.Outbox = map[string]int64{}
 	}

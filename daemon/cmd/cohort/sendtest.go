@@ -213,11 +213,7 @@ func (w *workspace) testSigner(ctx context.Context) (*unsubscribe.Signer, error)
 			return nil, err
 		}
 	}
-	ttl := w.cfg.Messages.UnsubscribeTTL
-	if ttl == 0 {
-		ttl = 90 * 24 * time.Hour
-	}
-	return unsubscribe.NewSigner([]byte(secret), ttl)
+	return unsubscribe.NewSigner([]byte(secret), w.cfg.Messages.UnsubscribeTTL)
 }
 
 // testKey is a fresh key for a test message; it matches no outbox row, so
