@@ -155,8 +155,7 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 			return err
 		}
 		traits := make(map[string]map[string]sdk.Value, len(custs))
-		addr := map[string]string{}
-		loc := map[string]*time.Location{}
+		recips := make(map[string]*Recipient, len(custs))
 		hashes := make([]string, 0, 2*len(ids))
 		for id, c := range custs {
 			vals, _, err := ingest.TraitsFromJSON(c.Traits, types)
@@ -164,23 +163,30 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 				vals = map[string]sdk.Value{}
 			}
 			traits[id] = vals
-			addr[id] = Address(e.opt.Contacts, d.ch.Kind, vals)
-			loc[id] = Location(e.opt.Contacts, e.opt.Location, vals)
+			r := &Recipient{ID: id, Kind: d.ch.Kind, Consents: consents[id], Address: Address(e.opt.Contacts, d.ch.Kind, vals),
+				Location: Location(e.opt.Contacts, e.opt.Location, vals)}
+			recips[id] = r
 			hashes = append(hashes, CustomerHash(id))
-			if addr[id] != "" {
-				hashes = append(hashes, AddressHash(addr[id]))
+			if r.Address != "" {
+				hashes = append(hashes, AddressHash(r.Address))
 			}
 		}
 		sup, err := tx.Suppressions(d.ch.Kind, hashes)
 		if err != nil {
 			return err
 		}
-		var recent map[string][]time.Time
+		suppressed := func(h string) (string, bool) {
+			s, ok := sup[h]
+			return s.Reason, ok
+		}
 		if pol != nil && pol.Cap != nil {
 			// Any recipient's window starts at most Days+1 days back in UTC.
-			recent, err = tx.RecentContacts(d.ch.Kind, ids, now.AddDate(0, 0, -pol.Cap.Days-1))
+			recent, err := tx.RecentContacts(d.ch.Kind, ids, now.AddDate(0, 0, -pol.Cap.Days-1))
 			if err != nil {
 				return err
+			}
+			for id, r := range recips {
+				r.Recent = recent[id]
 			}
 		}
 		var take []int64
@@ -199,48 +205,24 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 				defers[k] = append(defers[k], r.ID)
 				continue
 			}
-			vals, ok := traits[r.CustomerID]
+			rc, ok := recips[r.CustomerID]
 			if !ok {
 				finish["customer deleted"] = append(finish["customer deleted"], r.ID)
 				continue
 			}
-			if why := Consented(consents[r.CustomerID], d.ch.Kind, e.opt.Messages.Consent); why != "" {
-				finish[why] = append(finish[why], r.ID)
+			switch v := Check(*rc, e.opt.Messages.Consent, suppressed, pol, now); {
+			case v.Skip != "":
+				finish[v.Skip] = append(finish[v.Skip], r.ID)
+				continue
+			case v.Defer != "":
+				k := deferral{v.Until, v.Defer}
+				defers[k] = append(defers[k], r.ID)
 				continue
 			}
-			if s, ok := sup[CustomerHash(r.CustomerID)]; ok {
-				why := ReasonSuppressed + ": " + s.Reason
-				finish[why] = append(finish[why], r.ID)
-				continue
-			}
-			to := addr[r.CustomerID]
-			if to == "" && d.ch.Kind != "webhook" {
-				finish[ReasonNoAddress] = append(finish[ReasonNoAddress], r.ID)
-				continue
-			}
-			if s, ok := sup[AddressHash(to)]; ok && to != "" {
-				why := ReasonSuppressed + ": " + s.Reason
-				finish[why] = append(finish[why], r.ID)
-				continue
-			}
-			if pol != nil {
-				l := loc[r.CustomerID]
-				if until, quiet := QuietUntil(pol.QuietHours, now, l); quiet {
-					k := deferral{until, ReasonQuietHours}
-					defers[k] = append(defers[k], r.ID)
-					continue
-				}
-				if until, capped := CapUntil(pol.Cap, recent[r.CustomerID], now, l); capped {
-					k := deferral{until, ReasonCap}
-					defers[k] = append(defers[k], r.ID)
-					continue
-				}
-				if recent != nil {
-					recent[r.CustomerID] = append(recent[r.CustomerID], now)
-				}
-			}
+			// A later row of the same customer in this batch counts this one.
+			rc.Recent = append(rc.Recent, now)
 			take = append(take, r.ID)
-			byID[r.ID] = claimed{row: r, traits: vals, to: to}
+			byID[r.ID] = claimed{row: r, traits: traits[r.CustomerID], to: rc.Address}
 		}
 		for why, ids := range finish {
 			if err := tx.Finish(ids, storage.OutboxSkipped, why, now); err != nil {

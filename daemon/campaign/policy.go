@@ -72,6 +72,61 @@ func Consented(records []storage.Consent, kind string, mode ConsentMode) string 
 	return ReasonNoConsent
 }
 
+// Recipient is what the send-time policies read of one customer for one
+// channel kind.
+type Recipient struct {
+	ID   string
+	Kind string
+	// Consents are the customer's consent records, oldest first.
+	Consents []storage.Consent
+	// Address is the customer's address on Kind ("" when none).
+	Address  string
+	Location *time.Location
+	// Recent are the claim times of the customer's messages of Kind that
+	// count against frequency caps.
+	Recent []time.Time
+}
+
+// Verdict is what the send-time policies decide for one message now: Skip
+// is the reason it must not be sent ("" when it may be); otherwise Defer,
+// when set, is why it waits until Until.
+type Verdict struct {
+	Skip  string
+	Defer string
+	Until time.Time
+}
+
+// Check applies the send-time policies of DESIGN.md section 5 to a message
+// to r, in the dispatcher's order: consent, suppression of the customer, an
+// address, suppression of the address, quiet hours, frequency cap.
+// suppressed reports a suppression-list entry's reason by hash; pol is the
+// kind's policy (nil: none).
+func Check(r Recipient, mode ConsentMode, suppressed func(hash string) (string, bool), pol *rules.Policy, now time.Time) Verdict {
+	if why := Consented(r.Consents, r.Kind, mode); why != "" {
+		return Verdict{Skip: why}
+	}
+	if why, ok := suppressed(CustomerHash(r.ID)); ok {
+		return Verdict{Skip: ReasonSuppressed + ": " + why}
+	}
+	if r.Address == "" && r.Kind != "webhook" {
+		return Verdict{Skip: ReasonNoAddress}
+	}
+	if r.Address != "" {
+		if why, ok := suppressed(AddressHash(r.Address)); ok {
+			return Verdict{Skip: ReasonSuppressed + ": " + why}
+		}
+	}
+	if pol != nil {
+		if until, quiet := QuietUntil(pol.QuietHours, now, r.Location); quiet {
+			return Verdict{Defer: ReasonQuietHours, Until: until}
+		}
+		if until, capped := CapUntil(pol.Cap, r.Recent, now, r.Location); capped {
+			return Verdict{Defer: ReasonCap, Until: until}
+		}
+	}
+	return Verdict{}
+}
+
 // QuietUntil reports whether now falls in the quiet hours in loc and, if so,
 // the moment they end (the next allowed send time).
 func QuietUntil(q *rules.QuietHours, now time.Time, loc *time.Location) (time.Time, bool) {
