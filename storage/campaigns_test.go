@@ -22,30 +22,38 @@ import (
 )
 
 // runRaw is storagetest.Run with a second, plain connection to the same
-// database, for looking at what the API does not show (locks, every table).
+// database, for looking at what the API does not show (every table).
 func runRaw(t *testing.T, fn func(t *testing.T, db *storage.DB, raw *gorm.DB)) {
 	t.Helper()
-	open := func(t *testing.T, cfg storage.Config) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		db, err := storage.Open(ctx, cfg)
-		require.NoError(t, err)
-		t.Cleanup(func() { db.Close() })
-		var d gorm.Dialector
-		if cfg.Driver == storage.SQLite {
-			d = sqlite.Open("file:" + cfg.DSN + "?_pragma=busy_timeout(10000)")
-		} else {
-			d = postgres.Open(cfg.DSN)
-		}
-		raw, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
-		require.NoError(t, err)
-		sqlDB, err := raw.DB()
-		require.NoError(t, err)
-		t.Cleanup(func() { sqlDB.Close() })
+	run := func(t *testing.T, cfg storage.Config) {
+		db, raw := openRaw(t, cfg)
 		fn(t, db, raw)
 	}
-	t.Run("sqlite", func(t *testing.T) { open(t, storagetest.SQLiteConfig(t)) })
-	t.Run("postgres", func(t *testing.T) { open(t, storagetest.PostgresConfig(t)) })
+	t.Run("sqlite", func(t *testing.T) { run(t, storagetest.SQLiteConfig(t)) })
+	t.Run("postgres", func(t *testing.T) { run(t, storagetest.PostgresConfig(t)) })
+}
+
+// openRaw opens the database of cfg through the API and through a plain
+// connection (for locks and every table), both closed at the test's end.
+func openRaw(t *testing.T, cfg storage.Config) (*storage.DB, *gorm.DB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := storage.Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	var d gorm.Dialector
+	if cfg.Driver == storage.SQLite {
+		d = sqlite.Open("file:" + cfg.DSN + "?_pragma=busy_timeout(10000)")
+	} else {
+		d = postgres.Open(cfg.DSN)
+	}
+	raw, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+	require.NoError(t, err)
+	sqlDB, err := raw.DB()
+	require.NoError(t, err)
+	t.Cleanup(func() { sqlDB.Close() })
+	return db, raw
 }
 
 var t0 = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
@@ -342,16 +350,8 @@ func TestDueOutboxSkipLocked(t *testing.T) {
 // first holds waits until the first commits; other recipients, and the
 // same recipient on another kind, do not wait.
 func TestLockContactsSerializes(t *testing.T) {
-	cfg := storagetest.PostgresConfig(t)
+	db, raw := openRaw(t, storagetest.PostgresConfig(t))
 	ctx := context.Background()
-	db, err := storage.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	raw, err := gorm.Open(postgres.Open(cfg.DSN), &gorm.Config{Logger: logger.Discard})
-	require.NoError(t, err)
-	if sqlDB, err := raw.DB(); err == nil {
-		t.Cleanup(func() { sqlDB.Close() })
-	}
 
 	locked := make(chan struct{})
 	release := make(chan struct{})
