@@ -92,7 +92,7 @@ type setup struct {
 	daemonRuns int
 }
 
-func newSetup(t *testing.T, n, maxAttempts int, faults sgserver.Faults) *setup {
+func newSetup(t *testing.T, n int, faults sgserver.Faults) *setup {
 	t.Helper()
 	s := &setup{t: t, n: n, dir: t.TempDir()}
 	sg, err := sgserver.Start(sgserver.Config{})
@@ -146,29 +146,28 @@ messages:
   from: "Example Shop <news@example.com>"
   postal_address: "1 Example Street, Springfield"
   consent: opt_in
-  max_attempts: %[2]d
 sources:
   crm:
-    plugin: %[3]s
+    plugin: %[2]s
     config:
       path: customers.csv
       id_column: id
       email: email
       consent: {column: email_opt_in}
 channels:
-  %[4]s:
-    plugin: %[5]s
-    concurrency: %[6]d
-    batch: %[7]d
+  %[3]s:
+    plugin: %[4]s
+    concurrency: %[5]d
+    batch: %[6]d
     timeout: 10s
     on_unknown: report
     config:
-      api_key: %[8]s
-      base_url: %[9]s
-      webhook_public_key: %[10]s
+      api_key: %[7]s
+      base_url: %[8]s
+      webhook_public_key: %[9]s
       parallel: 2
       timeout: 5s
-`, s.addr, maxAttempts, bins.csv, channel, bins.sendgrid, concurrency, batch, sg.APIKey(), sg.URL, sg.PublicKeyBase64()))
+`, s.addr, bins.csv, channel, bins.sendgrid, concurrency, batch, sg.APIKey(), sg.URL, sg.PublicKeyBase64()))
 	return s
 }
 
@@ -392,7 +391,7 @@ func (s *setup) checkOutcomes() {
 func TestDaemonKilledMidCampaign(t *testing.T) {
 	n := envN(t, "COHORT_FAULT_N", 2000)
 	// Latency keeps the calls in flight long enough to be cut.
-	s := newSetup(t, n, 8, sgserver.Faults{Latency: 20 * time.Millisecond})
+	s := newSetup(t, n, sgserver.Faults{Latency: 20 * time.Millisecond})
 	d := s.start()
 	s.waitAccepted(n / 4)
 	s.kill(d)
@@ -410,7 +409,7 @@ func TestDaemonKilledMidCampaign(t *testing.T) {
 // the campaign is sending: the daemon starts a new one and finishes.
 func TestChannelPluginKilledMidSend(t *testing.T) {
 	n := envN(t, "COHORT_FAULT_N", 2000)
-	s := newSetup(t, n, 8, sgserver.Faults{Latency: 20 * time.Millisecond})
+	s := newSetup(t, n, sgserver.Faults{Latency: 20 * time.Millisecond})
 	d := s.start()
 	s.waitAccepted(n / 4)
 	pids := children(d.cmd.Process.Pid, bins.sendgrid)
@@ -438,9 +437,9 @@ func TestChannelPluginKilledMidSend(t *testing.T) {
 // waiting 2^k seconds, i.e. about n seconds: far past the deadline.
 func TestRateLimitStorm(t *testing.T) {
 	n := envN(t, "COHORT_FAULT_STORM_N", 2000)
-	// The default max_attempts (8): rate-limit refusals do not count toward
+	// The default messages.max_attempts: rate-limit refusals do not count toward
 	// it, so the storm delays messages but fails none.
-	s := newSetup(t, n, 8, sgserver.Faults{RateLimit: sgserver.RateLimitFault{
+	s := newSetup(t, n, sgserver.Faults{RateLimit: sgserver.RateLimitFault{
 		Pick: sgserver.Pick{Fraction: 0.5}, Headers: true, Reset: time.Second}})
 	d := s.start()
 	start := time.Now()
