@@ -373,6 +373,9 @@ func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, res
 		if r.Code != "" {
 			reason = r.Code + ": " + reason
 		}
+		// A plugin's Retry-After is trusted up to a day: a garbled or
+		// overflowed header must not park a message for years.
+		r.RetryAfter = min(r.RetryAfter, maxRetryAfter)
 		switch r.Status {
 		case sdk.Accepted:
 			comp.State, comp.ProviderID = storage.OutboxSent, r.ProviderID
@@ -398,6 +401,9 @@ func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, res
 	}
 	return comps
 }
+
+// maxRetryAfter bounds the wait a plugin's result can ask for.
+const maxRetryAfter = 24 * time.Hour
 
 // rateLimited reports whether a retryable result is the provider's rate
 // limit (HTTP 429, Twilio 20429) or a request that never left ("not_sent"):
