@@ -270,7 +270,7 @@ func channelWebhookResponseFromPB(r *pluginv1.ChannelWebhookResponse) *ChannelWe
 }
 
 // The host decodes Pull batches straight from the wire format into SDK
-// types (see appendBatch for the other direction): no protobuf messages in
+// types (see appendBatchTo for the other direction): no protobuf messages in
 // between, slices and maps allocated at their final size after a cheap scan
 // of the field lengths, trait names shared across the stream.
 
@@ -439,16 +439,6 @@ func (d *flatDecoder) name(b []byte) (int, error) {
 		d.cache[slot] = int32(n + 1)
 	}
 	return n, err
-}
-
-// decodeBatch decodes the wire encoding of a cohort.plugin.v1.Batch in map
-// form.
-func decodeBatch(data []byte, d *flatDecoder) (*Batch, error) {
-	fb, err := d.decode(data)
-	if err != nil {
-		return nil, err
-	}
-	return fb.Batch(), nil
 }
 
 // split returns the batches of a batch group (Batch.batches), or nil when

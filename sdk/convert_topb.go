@@ -366,7 +366,7 @@ func channelWebhookResponseToPB(r *ChannelWebhookResponse) *pluginv1.ChannelWebh
 	return out
 }
 
-// The Pull hot path does not build protobuf messages: appendBatch writes a
+// The Pull hot path does not build protobuf messages: appendBatchTo writes a
 // Batch straight in the wire format of cohort.plugin.v1.Batch, and the
 // server shim sends those bytes as the unknown fields of an empty
 // pluginv1.Batch, which protobuf copies out as they are. Field numbers are
@@ -396,11 +396,6 @@ const (
 
 	fProblemCustomerID, fProblemField, fProblemMessage, fProblemLine, fProblemColumn = 1, 2, 3, 4, 5
 )
-
-// appendBatch appends the wire encoding of b to buf, with traits in maps.
-func appendBatch(buf []byte, b *Batch) ([]byte, error) {
-	return appendBatchTo(buf, b, nil)
-}
 
 // appendBatchTo appends the wire encoding of b to buf. With a stream's
 // trait name table, customers' traits are in the compact form

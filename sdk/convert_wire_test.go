@@ -13,6 +13,22 @@ import (
 	pluginv1 "github.com/cohortd/cohort/sdk/proto/cohort/plugin/v1"
 )
 
+// appendBatch appends the wire encoding of b to buf, with traits in maps,
+// as Pull sends a batch to a host that did not ask for the compact form.
+func appendBatch(buf []byte, b *Batch) ([]byte, error) {
+	return appendBatchTo(buf, b, nil)
+}
+
+// decodeBatch decodes the wire encoding of a cohort.plugin.v1.Batch in map
+// form, as sourceClient.Pull hands it out.
+func decodeBatch(data []byte, d *flatDecoder) (*Batch, error) {
+	fb, err := d.decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return fb.Batch(), nil
+}
+
 // edgeBatch has values at the edges of their encodings.
 func edgeBatch() *Batch {
 	return &Batch{
