@@ -127,7 +127,7 @@ messages:
 // seed stores 40 pro customers (c00..c39) who entered "pros" 40 days ago;
 // 4 of them (c36..c39) left 5 days ago. Everyone is assigned 10 days ago;
 // every variant customer has a sent row except c03 (skipped: opted out),
-// c04 (failed) and c06 (unknown). Every third customer bought within the
+// c05 (failed) and c06 (unknown), who are variant customers. Every third customer bought within the
 // goal window; c01 and c02 opened their message. One more pro customer,
 // "newbie", has no assignment.
 func (w *campaignWorkspace) seed(t *testing.T) {
@@ -191,6 +191,9 @@ func (w *campaignWorkspace) seed(t *testing.T) {
 				CustomerID: id, Channel: "mail", Kind: "email", Arm: arm, Created: assigned})
 		}
 	}
+	for _, id := range []string{"c03", "c05", "c06"} {
+		require.NotEqual(t, campaign.HoldoutArm, w.arms[id], "%s must get a message", id)
+	}
 	require.NoError(t, w.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		if err := tx.PutAssignments(as); err != nil {
 			return err
@@ -209,10 +212,8 @@ func (w *campaignWorkspace) seed(t *testing.T) {
 		}
 	}
 	require.NoError(t, w.db.WriteTx(ctx, func(tx *storage.Tx) error {
-		if id, ok := byCustomer["c03"]; ok {
-			if err := tx.Finish([]int64{id}, storage.OutboxSkipped, campaign.ReasonOptedOut, now); err != nil {
-				return err
-			}
+		if err := tx.Finish([]int64{byCustomer["c03"]}, storage.OutboxSkipped, campaign.ReasonOptedOut, now); err != nil {
+			return err
 		}
 		_, err := tx.Claim(all, "tok", now, now.Add(time.Minute))
 		return err
@@ -223,7 +224,7 @@ func (w *campaignWorkspace) seed(t *testing.T) {
 		switch id {
 		case "c03":
 			continue
-		case "c04":
+		case "c05":
 			c.State, c.ProviderID, c.Reason = storage.OutboxFailed, "", "permanent: invalid address"
 		case "c06":
 			c.State, c.ProviderID, c.Reason = storage.OutboxUnknown, "", "call failed: connection reset"
@@ -293,7 +294,7 @@ func TestReportJSON(t *testing.T) {
 			switch id {
 			case "c03":
 				a.Skipped[campaign.ReasonOptedOut]++
-			case "c04":
+			case "c05":
 				a.Failed++
 			case "c06":
 				a.Unknown++
@@ -379,11 +380,9 @@ func TestExplainCampaigns(t *testing.T) {
 		require.Contains(t, out, "a send now: deferred (frequency cap) until ")
 
 		// Opted out: skipped with the consent reason, the row shows it too.
-		if w.arms["c03"] != campaign.HoldoutArm {
-			out = explain("c03")
-			require.Contains(t, out, "skipped, attempts: 0, reason: "+campaign.ReasonOptedOut)
-			require.Contains(t, out, "a send now: skipped ("+campaign.ReasonOptedOut+")")
-		}
+		out = explain("c03")
+		require.Contains(t, out, "skipped, attempts: 0, reason: "+campaign.ReasonOptedOut)
+		require.Contains(t, out, "a send now: skipped ("+campaign.ReasonOptedOut+")")
 
 		// The holdout gets nothing.
 		out = explain(w.holdoutCustomer(t))
@@ -394,17 +393,14 @@ func TestExplainCampaigns(t *testing.T) {
 		// Not assigned: what Assign would give; no message yet, nothing blocks.
 		arm, _ := campaign.Assign(&rules.Campaign{Name: "welcome", Holdout: 1000, Variants: []rules.Variant{{Name: "a", Weight: 50}, {Name: "b", Weight: 50}}}, "newbie", "")
 		out = explain("newbie")
+		require.NotEqual(t, campaign.HoldoutArm, arm, "newbie must be a variant customer")
 		require.Contains(t, out, "    arm: "+arm+" (not assigned yet: what assignment would give now)")
-		if arm != campaign.HoldoutArm {
-			require.Contains(t, out, "a send now: allowed by every policy")
-		}
+		require.Contains(t, out, "a send now: allowed by every policy")
 
 		// A suppressed address blocks.
 		require.NoError(t, w.db.AddSuppressions(context.Background(), []storage.Suppression{{Kind: "email",
 			Hash: campaign.AddressHash("newbie@example.com"), Reason: "hard bounce", Source: "test", Created: w.now}}))
-		if arm != campaign.HoldoutArm {
-			require.Contains(t, explain("newbie"), "a send now: skipped (suppressed: hard bounce)")
-		}
+		require.Contains(t, explain("newbie"), "a send now: skipped (suppressed: hard bounce)")
 	})
 }
 
