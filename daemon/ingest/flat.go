@@ -85,15 +85,9 @@ func (s *flatStream) prepare(b *sdk.FlatBatch, maps bool) (*prepared, []Problem)
 	buf := make([]byte, 0, 40*len(b.Traits)+2*len(b.Customers))
 	for i := range b.Customers {
 		id := b.Customers[i].ID
-		if id == "" {
-			bad("missing_id", "", "", "a customer without an id was skipped")
+		if !checkID(id, s.seen, bad) {
 			continue
 		}
-		if _, dup := s.seen[id]; dup {
-			bad("duplicate_id", id, "", "customer id appears twice in one batch; the later record was skipped")
-			continue
-		}
-		s.seen[id] = struct{}{}
 		traits := b.CustomerTraits(i)
 		// The accepted traits, by rank of name (insertion sort: a source
 		// usually sends its names in one order, and there are few).

@@ -49,17 +49,11 @@ func (v *Validator) Batch(b *sdk.Batch) (*Changes, []Problem) {
 	now := v.now()
 	latest := now.Add(v.maxFuture)
 
-	seen := make(map[string]bool, len(b.Customers))
+	seen := make(map[string]struct{}, len(b.Customers))
 	for _, c := range b.Customers {
-		if c.ID == "" {
-			bad("missing_id", "", "", "a customer without an id was skipped")
+		if !checkID(c.ID, seen, bad) {
 			continue
 		}
-		if seen[c.ID] {
-			bad("duplicate_id", c.ID, "", "customer id appears twice in one batch; the later record was skipped")
-			continue
-		}
-		seen[c.ID] = true
 		traits := make(map[string]sdk.Value, len(c.Traits))
 		for name, val := range c.Traits {
 			want, ok := v.traits[name]
@@ -125,6 +119,22 @@ func (v *Validator) rest(ch *Changes, deletes []string, events []sdk.Event, cons
 			})
 		}
 	}
+}
+
+// checkID reports whether a customer with this id may be stored: it has an
+// id, not already in seen (the batch's ids so far), to which it is added.
+// It records a problem when not.
+func checkID(id string, seen map[string]struct{}, bad badFunc) bool {
+	if id == "" {
+		bad("missing_id", "", "", "a customer without an id was skipped")
+		return false
+	}
+	if _, dup := seen[id]; dup {
+		bad("duplicate_id", id, "", "customer id appears twice in one batch; the later record was skipped")
+		return false
+	}
+	seen[id] = struct{}{}
+	return true
 }
 
 // checkTrait reports whether val may be stored as trait name (of type want
