@@ -336,8 +336,11 @@ channels:
 	})
 	err = db.Tx(ctx, func(tx *storage.Tx) error {
 		s, err := tx.Suppressions("email", []string{campaign.AddressHash(bounceEmail)})
+		if err != nil {
+			return err
+		}
 		require.Len(t, s, 1)
-		return err
+		return nil
 	})
 	require.NoError(t, err)
 
