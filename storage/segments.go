@@ -60,12 +60,7 @@ func (tx *Tx) FinishPass(id int64, evaluated, changes int) error {
 // ApplyDiff records a segment's entries and exits from one pass: members are
 // added and removed, and each change is appended to the numbered log.
 func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, pass int64) error {
-	w := tx.DiffWriter(pass, at)
-	if err := w.Add(segment, entered, exited); err != nil {
-		w.Close()
-		return err
-	}
-	return w.Close()
+	return tx.DiffWriter(pass, at).Add(segment, entered, exited)
 }
 
 // DiffWriter writes the membership changes of one pass, for any number of
@@ -76,13 +71,11 @@ func (tx *Tx) ApplyDiff(segment string, entered, exited []string, at time.Time, 
 // and binds parameters in time quadratic in their number, so a statement of
 // 100 ids costs a fraction of one of 100 rows of five parameters. Changes
 // get their seq numbers in the order they are added: per Add, entries then
-// exits, each in the order given. Close is kept for callers that defer it;
-// it returns the first error.
+// exits, each in the order given.
 type DiffWriter struct {
 	tx   *Tx
 	pass int64
 	at   time.Time
-	err  error
 	ids  []any // parameter buffer, reused
 }
 
@@ -96,17 +89,11 @@ func (tx *Tx) DiffWriter(pass int64, at time.Time) *DiffWriter {
 
 // Add writes a segment's entries and exits.
 func (w *DiffWriter) Add(segment string, entered, exited []string) error {
-	if w.err != nil {
-		return w.err
-	}
 	if err := w.write(segment, entered, exited); err != nil {
-		w.err = fmt.Errorf("storage: segment %q: %w", segment, err)
+		return fmt.Errorf("storage: segment %q: %w", segment, err)
 	}
-	return w.err
+	return nil
 }
-
-// Close returns the first error of the writer's Adds.
-func (w *DiffWriter) Close() error { return w.err }
 
 func (w *DiffWriter) write(segment string, entered, exited []string) error {
 	pg := w.tx.dialect == Postgres

@@ -69,11 +69,10 @@ func BenchmarkDiffWriter(b *testing.B) {
 				}
 			}
 			if err := w.Add(seg.name, ids, nil); err != nil {
-				w.Close()
 				return err
 			}
 		}
-		return w.Close()
+		return nil
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -135,12 +134,8 @@ func benchPass(ctx context.Context, db *DB, at time.Time, n, target int, entered
 		w := tx.DiffWriter(pass, at)
 		for s := range 6 {
 			if err := w.Add(benchSegments[s].name, entered[s], exited[s]); err != nil {
-				w.Close()
 				return err
 			}
-		}
-		if err := w.Close(); err != nil {
-			return err
 		}
 		return tx.FinishPass(pass, n, target)
 	})

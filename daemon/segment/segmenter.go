@@ -200,7 +200,6 @@ func (s *Segmenter) FullPass(ctx context.Context, names []string) (*Result, erro
 				return err
 			}
 			dw := tx.DiffWriter(pass, now)
-			defer dw.Close()
 			var werr error
 			for e := range ch {
 				if werr != nil {
@@ -219,9 +218,6 @@ func (s *Segmenter) FullPass(ctx context.Context, names []string) (*Result, erro
 			}
 			if evalErr != nil {
 				return evalErr
-			}
-			if err := dw.Close(); err != nil {
-				return err
 			}
 			for _, seg := range segs {
 				d := res.Segments[seg.Name]
@@ -428,12 +424,11 @@ func (s *Segmenter) persistIncremental(ctx context.Context, now time.Time, res *
 		for _, seg := range s.set.Segments() { // dependency order: stable seq order
 			if d := res.Segments[seg.Name]; len(d.Entered)+len(d.Exited) > 0 {
 				if err := dw.Add(seg.Name, d.Entered, d.Exited); err != nil {
-					dw.Close()
 					return err
 				}
 			}
 		}
-		return dw.Close()
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("incremental pass: persist: %w", err)
