@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -120,7 +121,7 @@ func (w *workspace) checkCampaignFixtures(fixtures []*rules.Fixture) ([]string, 
 				if c == nil {
 					continue // RunFixtures reported it
 				}
-				if exp.Outcome != "" && !contains(outcomes, exp.Outcome) {
+				if exp.Outcome != "" && !slices.Contains(outcomes, exp.Outcome) {
 					return nil, 0, fmt.Errorf("%s: customer %q: campaign %q: outcome %q: expected one of %s",
 						exp.Pos, fc.ID, name, exp.Outcome, strings.Join(outcomes, ", "))
 				}
@@ -154,13 +155,4 @@ func fixtureProfiles(fixtures []*rules.Fixture) []message.Profile {
 		}
 	}
 	return ps
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
