@@ -647,19 +647,27 @@ func (db *DB) ExpiredLeases(ctx context.Context, now time.Time, all bool, limit 
 
 // OutboxByKeys returns outbox rows by key.
 func (db *DB) OutboxByKeys(ctx context.Context, keys []string) (map[string]OutboxRow, error) {
+	var out map[string]OutboxRow
+	err := db.Tx(ctx, func(tx *Tx) error {
+		var err error
+		out, err = tx.OutboxByKeys(keys)
+		return err
+	})
+	return out, err
+}
+
+// OutboxByKeys is DB.OutboxByKeys inside a transaction.
+func (tx *Tx) OutboxByKeys(keys []string) (map[string]OutboxRow, error) {
 	out := map[string]OutboxRow{}
 	if len(keys) == 0 {
 		return out, nil
 	}
-	err := db.Tx(ctx, func(tx *Tx) error {
-		rows, err := tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE key IN ?`, keys)
-		for _, r := range rows {
-			out[r.Key] = r
-		}
-		return err
-	})
+	rows, err := tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE key IN ?`, keys)
 	if err != nil {
 		return nil, fmt.Errorf("storage: outbox rows: %w", err)
+	}
+	for _, r := range rows {
+		out[r.Key] = r
 	}
 	return out, nil
 }
@@ -742,32 +750,37 @@ type DeliveryEvent struct {
 func (db *DB) RecordDeliveryEvents(ctx context.Context, evs []DeliveryEvent, resolve func(DeliveryEvent) string, now time.Time) ([]DeliveryEvent, error) {
 	var fresh []DeliveryEvent
 	err := db.Tx(ctx, func(tx *Tx) error {
-		fresh = fresh[:0]
-		for _, e := range evs {
-			res := tx.g.Exec(`INSERT INTO delivery_events (channel, event_id, key, type, time_ms, reason, received_ms)
-				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, event_id) DO NOTHING`,
-				e.Channel, e.EventID, e.Key, e.Type, e.Time.UnixMilli(), e.Reason, now.UnixMilli())
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected == 0 || e.Key == "" {
-				continue
-			}
-			fresh = append(fresh, e)
-			if st := resolve(e); st != "" {
-				if err := tx.g.Exec(`UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE key = ? AND state = 'unknown'`,
-					st, "resolved by a delivery event: "+e.Type, now.UnixMilli(), e.Key).Error; err != nil {
-					return err
-				}
-			}
-			if err := tx.g.Exec(`UPDATE outbox SET delivery = ? WHERE key = ?`, e.Type, e.Key).Error; err != nil {
-				return err
+		var err error
+		fresh, err = tx.RecordDeliveryEvents(evs, resolve, now)
+		return err
+	})
+	return fresh, err
+}
+
+// RecordDeliveryEvents is DB.RecordDeliveryEvents inside a transaction, so
+// what the events cause (suppressions, opt-outs) commits with them.
+func (tx *Tx) RecordDeliveryEvents(evs []DeliveryEvent, resolve func(DeliveryEvent) string, now time.Time) ([]DeliveryEvent, error) {
+	var fresh []DeliveryEvent
+	for _, e := range evs {
+		res := tx.g.Exec(`INSERT INTO delivery_events (channel, event_id, key, type, time_ms, reason, received_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel, event_id) DO NOTHING`,
+			e.Channel, e.EventID, e.Key, e.Type, e.Time.UnixMilli(), e.Reason, now.UnixMilli())
+		if res.Error != nil {
+			return nil, fmt.Errorf("storage: delivery events: %w", res.Error)
+		}
+		if res.RowsAffected == 0 || e.Key == "" {
+			continue
+		}
+		fresh = append(fresh, e)
+		if st := resolve(e); st != "" {
+			if err := tx.g.Exec(`UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE key = ? AND state = 'unknown'`,
+				st, "resolved by a delivery event: "+e.Type, now.UnixMilli(), e.Key).Error; err != nil {
+				return nil, fmt.Errorf("storage: delivery events: %w", err)
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storage: delivery events: %w", err)
+		if err := tx.g.Exec(`UPDATE outbox SET delivery = ? WHERE key = ?`, e.Type, e.Key).Error; err != nil {
+			return nil, fmt.Errorf("storage: delivery events: %w", err)
+		}
 	}
 	return fresh, nil
 }

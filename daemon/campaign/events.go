@@ -41,7 +41,7 @@ func (e *Engine) DeliveryEvents(ctx context.Context, channel string, evs []sdk.D
 		suppress []storage.Suppression
 		optOuts  []storage.Consent
 	)
-	byKey := map[string]sdk.DeliveryEvent{}
+	byID := make(map[string]sdk.DeliveryEvent, len(evs))
 	for _, ev := range evs {
 		key := ev.Key
 		if key == "" {
@@ -57,9 +57,7 @@ func (e *Engine) DeliveryEvents(ctx context.Context, channel string, evs []sdk.D
 			t = now
 		}
 		stored = append(stored, storage.DeliveryEvent{Channel: channel, EventID: id, Key: key, Type: ev.Type.String(), Time: t, Reason: ev.Reason})
-		if key != "" {
-			byKey[key] = ev
-		}
+		byID[id] = ev
 		e.m.deliveries.WithLabelValues(channel, ev.Type.String()).Inc()
 		if key == "" && ev.Type == sdk.DeliveryUnsubscribed && ev.Address != "" {
 			// An inbound STOP carries only the address.
@@ -67,16 +65,20 @@ func (e *Engine) DeliveryEvents(ctx context.Context, channel string, evs []sdk.D
 				Source: channel, Created: t})
 		}
 	}
-	fresh, err := e.db.RecordDeliveryEvents(ctx, stored, resolution, now)
-	if err != nil {
-		return err
-	}
-	if len(fresh) > 0 {
+	// The events, the unknowns they resolve and the suppressions and
+	// opt-outs they cause commit together: a provider's retry of a post that
+	// failed finds nothing recorded, not events deduplicated without their
+	// effects.
+	err = e.db.WriteTx(ctx, func(tx *storage.Tx) error {
+		fresh, err := tx.RecordDeliveryEvents(stored, resolution, now)
+		if err != nil {
+			return err
+		}
 		keys := make([]string, 0, len(fresh))
 		for _, f := range fresh {
 			keys = append(keys, f.Key)
 		}
-		rows, err := e.db.OutboxByKeys(ctx, keys)
+		rows, err := tx.OutboxByKeys(keys)
 		if err != nil {
 			return err
 		}
@@ -85,7 +87,7 @@ func (e *Engine) DeliveryEvents(ctx context.Context, channel string, evs []sdk.D
 			if !ok {
 				continue
 			}
-			ev := byKey[f.Key]
+			ev := byID[f.EventID]
 			switch ev.Type {
 			case sdk.DeliveryBounced, sdk.DeliverySpamReport:
 				reason := "hard bounce"
@@ -105,20 +107,18 @@ func (e *Engine) DeliveryEvents(ctx context.Context, channel string, evs []sdk.D
 				}
 			}
 		}
-	}
-	if len(suppress) > 0 || len(optOuts) > 0 {
-		err := e.db.Tx(ctx, func(tx *storage.Tx) error {
-			if err := tx.AddSuppressions(suppress); err != nil {
-				return err
-			}
-			if len(optOuts) > 0 {
-				return tx.InsertConsents(optOuts)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := tx.AddSuppressions(suppress); err != nil {
 			return err
 		}
+		if len(optOuts) > 0 {
+			return tx.InsertConsents(optOuts)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(suppress) > 0 || len(optOuts) > 0 {
 		e.log.Info("suppressions from delivery events", "channel", channel, "suppressed", len(suppress), "opted_out", len(optOuts))
 	}
 	return nil
