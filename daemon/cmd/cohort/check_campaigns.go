@@ -76,10 +76,11 @@ func (w *workspace) campaignOutcome(c *rules.Campaign, fc *rules.FixtureCustomer
 	mode := campaign.ConsentMode(w.cfg.Messages.Consent)
 	to, loc := w.contactOf(kind, fc.Traits)
 	none := func(string) (string, bool) { return "", false }
-	pc := sendPolicies(fc.ID, kind, mode, consents, none, to, w.set.Policies()[kind], nil, now, loc)
+	pc := campaign.Check(campaign.Recipient{ID: fc.ID, Kind: kind, Consents: consents, Address: to, Location: loc},
+		mode, none, w.set.Policies()[kind], now)
 	switch {
-	case pc.Block != "":
-		return arm, OutcomeSkipped, pc.Block
+	case pc.Skip != "":
+		return arm, OutcomeSkipped, pc.Skip
 	case pc.Defer != "":
 		return arm, OutcomeDeferred, fmt.Sprintf("%s until %s", pc.Defer, pc.Until.In(loc).Format(time.RFC3339))
 	}

@@ -17,54 +17,6 @@ import (
 // campaign.
 const outboxShown = 20
 
-// policyCheck is what the send-time policies would do with a message to a
-// customer now.
-type policyCheck struct {
-	// Block is the skip reason ("" when none); Defer the deferral reason
-	// with Until the next allowed moment.
-	Block string
-	Defer string
-	Until time.Time
-	To    string
-}
-
-// sendPolicies applies the dispatcher's checks, in its order, to a message
-// of a kind to a customer now: consent, suppression of the id, an address,
-// suppression of the address, quiet hours, frequency cap.
-func sendPolicies(id, kind string, mode campaign.ConsentMode, consents []storage.Consent, suppressed func(hash string) (string, bool),
-	to string, pol *rules.Policy, recent []time.Time, now time.Time, loc *time.Location) policyCheck {
-	pc := policyCheck{To: to}
-	if why := campaign.Consented(consents, kind, mode); why != "" {
-		pc.Block = why
-		return pc
-	}
-	if why, ok := suppressed(campaign.CustomerHash(id)); ok {
-		pc.Block = campaign.ReasonSuppressed + ": " + why
-		return pc
-	}
-	if to == "" && kind != "webhook" {
-		pc.Block = campaign.ReasonNoAddress
-		return pc
-	}
-	if to != "" {
-		if why, ok := suppressed(campaign.AddressHash(to)); ok {
-			pc.Block = campaign.ReasonSuppressed + ": " + why
-			return pc
-		}
-	}
-	if pol != nil {
-		if until, quiet := campaign.QuietUntil(pol.QuietHours, now, loc); quiet {
-			pc.Defer, pc.Until = campaign.ReasonQuietHours, until
-			return pc
-		}
-		if until, capped := campaign.CapUntil(pol.Cap, recent, now, loc); capped {
-			pc.Defer, pc.Until = campaign.ReasonCap, until
-			return pc
-		}
-	}
-	return pc
-}
-
 // contactOf is a customer's address for a channel kind and their time
 // zone, as the dispatcher reads them.
 func (w *workspace) contactOf(kind string, vals map[string]sdk.Value) (string, *time.Location) {
@@ -178,10 +130,11 @@ func (w *workspace) explainCampaigns(ctx context.Context, out io.Writer, id stri
 			s, ok := sup[h]
 			return s.Reason, ok
 		}
-		pc := sendPolicies(id, kind, mode, consents, suppressed, to, pol, recent[id], now, loc)
+		pc := campaign.Check(campaign.Recipient{ID: id, Kind: kind, Consents: consents, Address: to, Location: loc, Recent: recent[id]},
+			mode, suppressed, pol, now)
 		switch {
-		case pc.Block != "":
-			fmt.Fprintf(out, "    a send now: skipped (%s)\n", pc.Block)
+		case pc.Skip != "":
+			fmt.Fprintf(out, "    a send now: skipped (%s)\n", pc.Skip)
 		case pc.Defer != "":
 			fmt.Fprintf(out, "    a send now: deferred (%s) until %s\n", pc.Defer, pc.Until.In(loc).Format(time.RFC3339))
 		default:
