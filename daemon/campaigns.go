@@ -105,7 +105,7 @@ func (d *Daemon) newCampaigns(ctx context.Context, schema *Schema, set *rules.Se
 	d.mu.Unlock()
 	e := campaign.New(campaign.Options{
 		DB: d.db, Log: d.log, Registry: d.registry, Now: now, Location: d.cfg.Location, Channels: channels,
-		Contacts: schema.Contacts(), Signer: signer, Sizes: seg, Single: d.cfg.Storage.Driver == "sqlite",
+		Contacts: schema.Contacts(), Signer: signer, Holds: seg, Single: d.cfg.Storage.Driver == "sqlite",
 		Messages: campaign.Messages{From: d.cfg.Messages.From, ReplyTo: d.cfg.Messages.ReplyTo, PostalAddress: d.cfg.Messages.PostalAddress,
 			PublicURL: d.cfg.HTTP.PublicURL, Consent: campaign.ConsentMode(d.cfg.Messages.Consent),
 			MaxAttempts: d.cfg.Messages.MaxAttempts, UnknownTTL: d.cfg.Messages.UnknownTTL},

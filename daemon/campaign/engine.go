@@ -67,9 +67,10 @@ type Messages struct {
 	UnknownTTL time.Duration
 }
 
-// Sizes tells segment sizes (the segmenter's current membership).
-type Sizes interface {
-	Size(segment string) int
+// Holds tells which segments hold their campaigns: the segmenter records a
+// hold reason when a pass leaves a segment outside min_size/max_size.
+type Holds interface {
+	Held(segment string) string
 }
 
 // Options configure an Engine.
@@ -84,7 +85,7 @@ type Options struct {
 	Contacts Contacts
 	Messages Messages
 	Signer   *unsubscribe.Signer
-	Sizes    Sizes
+	Holds    Holds
 	// Poll is how often dispatchers look for due rows when not woken
 	// (default 250ms); Tick how often the planner runs unprompted (default 1s).
 	Poll, Tick time.Duration

@@ -725,3 +725,25 @@ func TestEngineLeaseExpiry(t *testing.T) {
 	require.Zero(t, h.ch.calls)
 	require.Equal(t, storage.OutboxUnknown, h.row("c1").State)
 }
+
+type fakeHolds map[string]string
+
+func (f fakeHolds) Held(segment string) string { return f[segment] }
+
+// While the segmenter holds the campaign's segment (outside min_size /
+// max_size), its entries are passed over, not queued later.
+func TestEngineHeldSegment(t *testing.T) {
+	holds := fakeHolds{}
+	h := newHarness(t, campaignSpec{}, func(o *Options, _ *Channel) { o.Holds = holds })
+	h.customer("c1", nil)
+	h.customer("c2", nil)
+	h.pass(nil, nil)
+	seg := h.set.Campaign("winback").Segment
+	holds[seg] = "size 1 is above max_size 0"
+	h.pass([]string{"c1"}, nil)
+	require.Empty(t, h.rows("c1"), "a held campaign queues nothing")
+	delete(holds, seg)
+	h.pass([]string{"c2"}, nil)
+	require.Len(t, h.rows("c2"), 1)
+	require.Empty(t, h.rows("c1"), "entries passed over while held are not queued later")
+}

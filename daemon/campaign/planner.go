@@ -97,17 +97,10 @@ func (e *Engine) hold(c *rules.Campaign) string {
 	case rules.StatusEnded:
 		return ReasonEnded
 	}
-	pl := e.plan.Load()
-	seg := pl.set.Segment(c.Segment)
-	if seg == nil || e.opt.Sizes == nil {
-		return ""
-	}
-	n := e.opt.Sizes.Size(c.Segment)
-	switch {
-	case seg.MinSize > 0 && n < seg.MinSize:
-		return fmt.Sprintf("segment %s has %d members, fewer than its min_size %d", c.Segment, n, seg.MinSize)
-	case seg.MaxSize > 0 && n > seg.MaxSize:
-		return fmt.Sprintf("segment %s has %d members, more than its max_size %d", c.Segment, n, seg.MaxSize)
+	if e.opt.Holds != nil {
+		if why := e.opt.Holds.Held(c.Segment); why != "" {
+			return "segment " + c.Segment + " held: " + why
+		}
 	}
 	return ""
 }

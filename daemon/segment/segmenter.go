@@ -149,6 +149,14 @@ func (s *Segmenter) Size(segment string) int {
 	return s.sizes[segment]
 }
 
+// Held returns why campaigns on a segment are held after the latest pass
+// (its size outside min_size/max_size), or "" when they are not.
+func (s *Segmenter) Held(segment string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[segment]
+}
+
 // FullPass re-evaluates the named segments (all when names is empty) over
 // every customer, persists the diffs and sizes in one transaction, and only
 // then makes the new membership current.
