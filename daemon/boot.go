@@ -197,11 +197,7 @@ func (d *Daemon) reloadRules(ctx context.Context) {
 	camp := d.campaigns
 	d.mu.Unlock()
 	if camp != nil {
-		if err := camp.SetRules(set, msgs); err != nil {
-			d.m.reloads.WithLabelValues("rejected").Inc()
-			d.log.Error("rules not reloaded: the edit has errors; the last good rules keep running", "err", err)
-			return
-		}
+		camp.SetRules(set, msgs)
 	}
 	seg.SetRules(set)
 	if err := d.schedule(ctx, set); err != nil {

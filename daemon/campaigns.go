@@ -105,15 +105,12 @@ func (d *Daemon) newCampaigns(ctx context.Context, schema *Schema, set *rules.Se
 	d.mu.Unlock()
 	e := campaign.New(campaign.Options{
 		DB: d.db, Log: d.log, Registry: d.registry, Now: now, Location: d.cfg.Location, Channels: channels,
-		Contacts: schema.Contacts(), Signer: signer, Holds: seg, Single: d.cfg.Storage.Driver == "sqlite",
+		Contacts: schema.Contacts(), Traits: schema.Rules.Traits, Signer: signer, Holds: seg, Single: d.cfg.Storage.Driver == "sqlite",
 		Messages: campaign.Messages{From: d.cfg.Messages.From, ReplyTo: d.cfg.Messages.ReplyTo, PostalAddress: d.cfg.Messages.PostalAddress,
 			PublicURL: d.cfg.HTTP.PublicURL, Consent: campaign.ConsentMode(d.cfg.Messages.Consent),
 			MaxAttempts: d.cfg.Messages.MaxAttempts, UnknownTTL: d.cfg.Messages.UnknownTTL},
 	})
-	e.SetTraitTypes(schema.Rules.Traits)
-	if err := e.SetRules(set, msgs); err != nil {
-		return nil, err
-	}
+	e.SetRules(set, msgs)
 	h := unsubscribe.Handler(signer, e, now, d.log.With("component", "unsubscribe"))
 	d.unsub.Store(&h)
 	return e, nil

@@ -347,15 +347,13 @@ policies:
 		DB: db, Log: log, Registry: reg, Now: now, Location: time.UTC,
 		Channels: map[string]*campaign.Channel{channelName: ch},
 		Contacts: campaign.Contacts{Email: "email", Timezone: "timezone"},
+		Traits:   benchTraits,
 		Signer:   signer, Single: dbName == "sqlite",
 		Messages: campaign.Messages{From: "Cohort News <news@example.com>", ReplyTo: "help@example.com",
 			PostalAddress: "Example Ltd, 1 Example Street, Springfield", PublicURL: cfg.HTTP.PublicURL,
 			Consent: campaign.ConsentOptOut},
 	})
-	e.SetTraitTypes(benchTraits)
-	if err := e.SetRules(set, msgs); err != nil {
-		b.Fatal(err)
-	}
+	e.SetRules(set, msgs)
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() { done <- e.Run(runCtx) }()

@@ -108,7 +108,6 @@ func newToken() string {
 func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]claimed, int, error) {
 	e := d.e
 	pl := e.plan.Load()
-	types := e.traitTypes()
 	pol := pl.set.Policies()[d.ch.Kind]
 	var (
 		out     []claimed
@@ -158,7 +157,7 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 		recips := make(map[string]*Recipient, len(custs))
 		hashes := make([]string, 0, 2*len(ids))
 		for id, c := range custs {
-			vals, _, err := ingest.TraitsFromJSON(c.Traits, types)
+			vals, _, err := ingest.TraitsFromJSON(c.Traits, e.opt.Traits)
 			if err != nil {
 				vals = map[string]sdk.Value{}
 			}

@@ -83,6 +83,8 @@ type Options struct {
 	Location *time.Location
 	Channels map[string]*Channel
 	Contacts Contacts
+	// Traits is the trait schema stored customers' traits are read with.
+	Traits   map[string]sdk.TraitType
 	Messages Messages
 	Signer   *unsubscribe.Signer
 	Holds    Holds
@@ -118,7 +120,6 @@ type Engine struct {
 
 	mu     sync.Mutex
 	states map[string]storage.CampaignState
-	types  map[string]sdk.TraitType
 }
 
 // Pass tells the planner that a segmentation pass committed.
@@ -175,23 +176,9 @@ func New(opt Options) *Engine {
 // SetRules makes a rule set current: its campaigns, policies and message
 // templates (compiled by the caller against the same schema). Campaigns
 // whose definition changed take a new baseline at the next full pass.
-func (e *Engine) SetRules(set *rules.Set, msgs *message.Set) error {
+func (e *Engine) SetRules(set *rules.Set, msgs *message.Set) {
 	e.plan.Store(&plan{set: set, msgs: msgs})
 	e.Kick()
-	return nil
-}
-
-// SetTraitTypes gives the trait schema used to read customers' traits.
-func (e *Engine) SetTraitTypes(types map[string]sdk.TraitType) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.types = types
-}
-
-func (e *Engine) traitTypes() map[string]sdk.TraitType {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.types
 }
 
 // Notify tells the planner a pass committed. It never blocks a pass: when
