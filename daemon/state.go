@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -86,6 +87,7 @@ func LoadRules(cfg *config.Config, s *Schema) (*rules.Set, error) {
 // when not nil, is called as customers load (for a terminal progress line).
 func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log *slog.Logger, progress ...func(customers int, done bool)) (*profile.Store, error) {
 	start := time.Now()
+	progress = slices.DeleteFunc(progress, func(p func(int, bool)) bool { return p == nil })
 	store := profile.New(schema)
 	var (
 		batch   profile.Batch
@@ -109,18 +111,14 @@ func LoadProfiles(ctx context.Context, db *storage.DB, schema rules.Schema, log 
 		loaded++
 		if len(batch.Customers) >= 4096 {
 			for _, p := range progress {
-				if p != nil {
-					p(loaded, false)
-				}
+				p(loaded, false)
 			}
 			return flush()
 		}
 		return nil
 	})
 	for _, p := range progress {
-		if p != nil {
-			p(loaded, true)
-		}
+		p(loaded, true)
 	}
 	if err == nil {
 		err = flush()

@@ -172,9 +172,9 @@ func results(ctx context.Context, db *storage.DB, c *rules.Campaign, st storage.
 			a := stats.Arm{Name: ar.Arm, Kind: stats.Variant, Assigned: int(ar.Assigned)}
 			switch c.Winner.Metric {
 			case "click":
-				a.Matured, a.Converted = sent(ar), int(ar.Events["clicked"])
+				a.Matured, a.Converted = int(ar.Sent), int(ar.Events["clicked"])
 			case "open":
-				a.Matured, a.Converted = sent(ar), int(ar.Events["opened"])
+				a.Matured, a.Converted = int(ar.Sent), int(ar.Events["opened"])
 			default:
 				a.Matured, a.Converted = int(ar.Matured), int(ar.Converted)
 			}
@@ -188,8 +188,6 @@ func results(ctx context.Context, db *storage.DB, c *rules.Campaign, st storage.
 	}
 	return r, next, nil
 }
-
-func sent(a *ArmResult) int { return int(a.Sent) }
 
 func interval(x, n int) Interval {
 	if n <= 0 {
