@@ -14,9 +14,10 @@ import (
 const benchCustomers = 1_000_000
 
 // BenchmarkPullStream streams synthetic customers (8 traits each, batches of
-// 1000) from a source plugin process (the built binary, AutoMTLS on, as the
-// daemon launches it) — the subject — beside the same source served in this
-// process over plugin.TestPluginGRPCConn — the baseline — in the same run.
+// 1000, built in flat form: sdk.FlatSource) from a source plugin process
+// (the built binary, AutoMTLS on, as the daemon launches it) — the subject —
+// beside the same source served in this process over
+// plugin.TestPluginGRPCConn — the baseline — in the same run.
 // Both are read with sdk.PullFlat, in the flat form the daemon's ingest
 // consumes. `make bench` prints them side by side with the target (issue 3).
 func BenchmarkPullStream(b *testing.B) {
@@ -27,14 +28,20 @@ func BenchmarkPullStream(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) {
 		benchPull(b, sdktest.ConnectSource(b, &synth.Source{}))
 	})
+	// A plugin process building its batches with maps (sdk.Source's Pull)
+	// rather than in flat form (sdk.FlatSource), for reference.
+	b.Run("mapsource", func(b *testing.B) {
+		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsourcemaps")
+		benchPull(b, sdktest.LaunchSource(b, bin))
+	})
 	// The plugin process pulled as a host that predates the compact stream
 	// forms (a message per batch, traits in maps), for reference.
 	b.Run("legacy", func(b *testing.B) {
 		bin := sdktest.BuildPlugin(b, "github.com/cohortd/cohort/sdk/internal/benchsource")
 		benchPull(b, sdk.LegacyPull(sdktest.LaunchSource(b, bin)))
 	})
-	// The cost of making the data without gRPC (flattened in process), for
-	// reference.
+	// The cost of making the data without gRPC (the source's flat batches
+	// in process), for reference.
 	b.Run("direct", func(b *testing.B) {
 		benchPull(b, &synth.Source{})
 	})

@@ -420,18 +420,32 @@ func appendBatchTo(buf []byte, b *Batch, names *traitIndex) ([]byte, error) {
 	}
 	if names != nil {
 		// After the customers, on the wire; the host reads them first.
-		for _, name := range names.added {
-			buf = protowire.AppendTag(buf, fBatchTraitNames, protowire.BytesType)
-			buf = protowire.AppendString(buf, name)
-		}
+		buf = appendTraitNames(buf, names.added)
 		names.added = names.added[:0]
 	}
-	for _, id := range b.Deletes {
+	return appendBatchRest(buf, b.Deletes, b.Events, b.Consents, b.Cursor, b.CaughtUp, b.Problems)
+}
+
+// appendTraitNames appends names as Batch.trait_names fields.
+func appendTraitNames(buf []byte, names []string) []byte {
+	for _, name := range names {
+		buf = protowire.AppendTag(buf, fBatchTraitNames, protowire.BytesType)
+		buf = protowire.AppendString(buf, name)
+	}
+	return buf
+}
+
+// appendBatchRest appends the fields of a Batch after its customers and
+// trait names.
+func appendBatchRest(buf []byte, deletes []string, events []Event, consents []ConsentChange,
+	cursor string, caughtUp bool, problems []Problem) ([]byte, error) {
+	var err error
+	for _, id := range deletes {
 		buf = protowire.AppendTag(buf, fBatchDeletes, protowire.BytesType)
 		buf = protowire.AppendString(buf, id)
 	}
-	for i := range b.Events {
-		e := &b.Events[i]
+	for i := range events {
+		e := &events[i]
 		buf = protowire.AppendTag(buf, fBatchEvents, protowire.BytesType)
 		buf, err = appendNested(buf, func(buf []byte) ([]byte, error) {
 			buf = appendString(buf, fEventID, e.ID)
@@ -449,8 +463,8 @@ func appendBatchTo(buf []byte, b *Batch, names *traitIndex) ([]byte, error) {
 			return nil, Errorf(Internal, "", "batch: event %q: property %v", e.ID, err)
 		}
 	}
-	for i := range b.Consents {
-		c := &b.Consents[i]
+	for i := range consents {
+		c := &consents[i]
 		buf = protowire.AppendTag(buf, fBatchConsents, protowire.BytesType)
 		buf, _ = appendNested(buf, func(buf []byte) ([]byte, error) {
 			buf = appendString(buf, fConsentCustomerID, c.CustomerID)
@@ -460,10 +474,10 @@ func appendBatchTo(buf []byte, b *Batch, names *traitIndex) ([]byte, error) {
 			return appendString(buf, fConsentBasis, c.Basis), nil
 		})
 	}
-	buf = appendString(buf, fBatchCursor, b.Cursor)
-	buf = appendVarint(buf, fBatchCaughtUp, protowire.EncodeBool(b.CaughtUp))
-	for i := range b.Problems {
-		p := &b.Problems[i]
+	buf = appendString(buf, fBatchCursor, cursor)
+	buf = appendVarint(buf, fBatchCaughtUp, protowire.EncodeBool(caughtUp))
+	for i := range problems {
+		p := &problems[i]
 		buf = protowire.AppendTag(buf, fBatchProblems, protowire.BytesType)
 		buf, _ = appendNested(buf, func(buf []byte) ([]byte, error) {
 			buf = appendString(buf, fProblemCustomerID, p.CustomerID)
@@ -526,18 +540,27 @@ func appendVarint(buf []byte, num protowire.Number, v uint64) []byte {
 // one byte).
 func appendValueMap(buf []byte, num protowire.Number, m map[string]Value) ([]byte, error) {
 	tag := byte(num)<<3 | byte(protowire.BytesType)
+	var err error
 	for name, v := range m {
-		vs, err := valueSize(&v)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", name, err)
+		if buf, err = appendMapEntry(buf, tag, name, &v); err != nil {
+			return nil, err
 		}
-		entry := 1 + protowire.SizeBytes(len(name)) + 1 + protowire.SizeBytes(vs)
-		buf = appendLen(append(buf, tag), entry)
-		buf = append(appendLen(append(buf, tagEntryKey), len(name)), name...)
-		buf = appendLen(append(buf, tagEntryValue), vs)
-		buf = appendValue(buf, &v)
 	}
 	return buf, nil
+}
+
+// appendMapEntry appends one entry of a map<string, Value> field whose
+// one-byte tag is tag.
+func appendMapEntry(buf []byte, tag byte, name string, v *Value) ([]byte, error) {
+	vs, err := valueSize(v)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", name, err)
+	}
+	entry := 1 + protowire.SizeBytes(len(name)) + 1 + protowire.SizeBytes(vs)
+	buf = appendLen(append(buf, tag), entry)
+	buf = append(appendLen(append(buf, tagEntryKey), len(name)), name...)
+	buf = appendLen(append(buf, tagEntryValue), vs)
+	return appendValue(buf, v), nil
 }
 
 // traitIndex is a Pull stream's trait name table on the plugin side, for
@@ -587,16 +610,22 @@ func appendIndexedTraits(buf []byte, m map[string]Value, names *traitIndex) ([]b
 		if err != nil {
 			return nil, err
 		}
-		// The trait's length is fixed up after its body (see fixLen).
-		start := len(buf) + 1
-		if n < 0x80 {
-			buf = append(buf, tagCustomerIndexed, 0, tagIndexedName, byte(n))
-		} else {
-			buf = protowire.AppendVarint(append(buf, tagCustomerIndexed, 0, tagIndexedName), uint64(n))
-		}
-		buf = fixLen(appendValueShifted(buf, &v, indexedShift<<3), start)
+		buf = appendIndexedTrait(buf, n, &v)
 	}
 	return buf, nil
+}
+
+// appendIndexedTrait appends one Customer.indexed_traits field: name n
+// (an index in the stream's table) with value v, whose type is valid.
+func appendIndexedTrait(buf []byte, n uint32, v *Value) []byte {
+	// The trait's length is fixed up after its body (see fixLen).
+	start := len(buf) + 1
+	if n < 0x80 {
+		buf = append(buf, tagCustomerIndexed, 0, tagIndexedName, byte(n))
+	} else {
+		buf = protowire.AppendVarint(append(buf, tagCustomerIndexed, 0, tagIndexedName), uint64(n))
+	}
+	return fixLen(appendValueShifted(buf, v, indexedShift<<3), start)
 }
 
 // appendLen appends a length as a varint; most are under 128: one byte.

@@ -5,12 +5,13 @@ import (
 	"fmt"
 )
 
-// This file is the host side's flat form of a pulled batch. Plugin authors
-// keep building Batches with a map of traits per customer; the host reads
-// them in a form that allocates no map per customer: trait names are
+// This file is the flat form of a pulled batch. The host reads every
+// stream in a form that allocates no map per customer: trait names are
 // interned once per stream, a batch's trait values sit in one slice, and a
 // customer is a range of that slice. Building one map per customer was the
-// largest cost of streaming from a plugin process (BenchmarkCustomerMaps).
+// largest cost of streaming from a plugin process (BenchmarkCustomerMaps),
+// so a source plugin may build its batches in the same form (FlatSource,
+// and the builder methods in flat_encode.go) instead of Batches with maps.
 
 // FlatBatch is a Batch in the host's flat form. Customer i's traits are
 // Traits[Customers[i].Start:Customers[i].End] (see CustomerTraits); each
@@ -86,9 +87,18 @@ func (b *FlatBatch) Batch() *Batch {
 }
 
 // FlatSource is implemented by a Source that can stream batches in flat
-// form without building maps: the host's view of a source plugin
-// (dispensed from VersionedPlugins) does. Use PullFlat to pull from any
-// Source.
+// form without building maps. The host's view of a source plugin
+// (dispensed from VersionedPlugins) does, and so may a plugin's own Source:
+// Serve then serves its Pull streams from PullFlat, writing each flat batch
+// to the wire as it is, and never calls its Pull. Use PullFlat to pull from
+// any Source.
+//
+// A plugin's PullFlat follows Pull's contract, and in each batch it sends:
+// Names is the stream's table, which only grows (an index means the same
+// name in every batch: keep one FlatBatch for the stream and Reset it
+// between batches); a customer's traits name each trait at most once; the
+// batch may be reused once send returns. sdktest's conformance suite
+// checks these.
 type FlatSource interface {
 	// PullFlat is Pull with batches in flat form.
 	PullFlat(ctx context.Context, cursor string, send func(*FlatBatch) error) error

@@ -41,31 +41,67 @@ func (s *sourceServer) Configure(ctx context.Context, req *pluginv1.ConfigureReq
 // in groups from a goroutine of their own (see groupSender); otherwise each
 // batch is sent in its own message, with maps, as to any v1 host.
 func (s *sourceServer) Pull(req *pluginv1.PullRequest, stream grpc.ServerStreamingServer[pluginv1.Batch]) error {
+	if !req.GetBatchGroups() {
+		// stream.Send has copied the bytes into gRPC's own buffer when it
+		// returns (no stats handler or binary log holds the message on this
+		// server), so one encoding buffer serves the whole stream.
+		return toStatus(s.pullEncoded(stream.Context(), req, func(buf []byte) error { return sendRaw(stream, buf) }))
+	}
+	// While one message is being sent, the batches the source hands over
+	// are encoded and queued, and the next message carries all of them. A
+	// source that waits between batches (a live one) still has each sent at
+	// once, in a group of one.
+	g := &groupSender{}
+	g.cond.L = &g.mu
+	sent := make(chan error, 1)
+	go func() { sent <- g.run(stream) }()
+	err := s.pullEncoded(stream.Context(), req, g.add)
+	// Batches already handed over go out before the stream ends, even
+	// when the source failed after them, as they would one by one.
+	g.close()
+	if serr := <-sent; err == nil && serr != nil {
+		err = fmt.Errorf("source pull: send: %w", serr)
+	}
+	return toStatus(err)
+}
+
+// pullEncoded runs the plugin's Pull from the request's cursor, or its
+// PullFlat when it is a FlatSource, and calls emit with the wire encoding
+// of each batch, which is valid until emit returns.
+func (s *sourceServer) pullEncoded(ctx context.Context, req *pluginv1.PullRequest, emit func([]byte) error) error {
+	var buf []byte
+	sendEncoded := func(cursor string, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := emit(buf); err != nil {
+			return fmt.Errorf("source pull: send batch at cursor %q: %w", cursor, err)
+		}
+		return nil
+	}
+	if fs, ok := s.impl.(FlatSource); ok {
+		enc := flatEncoder{indexed: req.GetIndexedTraits()}
+		return fs.PullFlat(ctx, req.GetCursor(), func(b *FlatBatch) error {
+			if b == nil {
+				return Errorf(Internal, "", "source pull: send called with a nil batch")
+			}
+			var err error
+			buf, err = enc.append(buf[:0], b)
+			return sendEncoded(b.Cursor, err)
+		})
+	}
 	var names *traitIndex
 	if req.GetIndexedTraits() {
 		names = &traitIndex{}
 	}
-	if req.GetBatchGroups() {
-		return s.pullGrouped(req, stream, names)
-	}
-	// One encoding buffer serves the whole stream: stream.Send has copied
-	// the bytes into gRPC's own buffer when it returns (no stats handler or
-	// binary log holds the message on this server).
-	var buf []byte
-	err := s.impl.Pull(stream.Context(), req.GetCursor(), func(b *Batch) error {
+	return s.impl.Pull(ctx, req.GetCursor(), func(b *Batch) error {
 		if b == nil {
 			return Errorf(Internal, "", "source pull: send called with a nil batch")
 		}
 		var err error
-		if buf, err = appendBatchTo(buf[:0], b, names); err != nil {
-			return err
-		}
-		if err := sendRaw(stream, buf); err != nil {
-			return fmt.Errorf("source pull: send batch at cursor %q: %w", b.Cursor, err)
-		}
-		return nil
+		buf, err = appendBatchTo(buf[:0], b, names)
+		return sendEncoded(b.Cursor, err)
 	})
-	return toStatus(err)
 }
 
 // sendRaw sends the wire encoding of a Batch: the bytes go as the unknown
@@ -74,38 +110,6 @@ func sendRaw(stream grpc.ServerStreamingServer[pluginv1.Batch], buf []byte) erro
 	m := &pluginv1.Batch{}
 	m.ProtoReflect().SetUnknown(buf)
 	return stream.Send(m)
-}
-
-// pullGrouped is Pull sending batch groups: while one message is being
-// sent, the batches the source hands over are encoded and queued, and the
-// next message carries all of them. A source that waits between batches
-// (a live one) still has each sent at once, in a group of one.
-func (s *sourceServer) pullGrouped(req *pluginv1.PullRequest, stream grpc.ServerStreamingServer[pluginv1.Batch], names *traitIndex) error {
-	g := &groupSender{}
-	g.cond.L = &g.mu
-	sent := make(chan error, 1)
-	go func() { sent <- g.run(stream) }()
-	var enc []byte
-	err := s.impl.Pull(stream.Context(), req.GetCursor(), func(b *Batch) error {
-		if b == nil {
-			return Errorf(Internal, "", "source pull: send called with a nil batch")
-		}
-		var err error
-		if enc, err = appendBatchTo(enc[:0], b, names); err != nil {
-			return err
-		}
-		if err := g.add(enc); err != nil {
-			return fmt.Errorf("source pull: send batch at cursor %q: %w", b.Cursor, err)
-		}
-		return nil
-	})
-	// Batches already handed over go out before the stream ends, even
-	// when the source failed after them, as they would one by one.
-	g.close()
-	if serr := <-sent; err == nil && serr != nil {
-		err = fmt.Errorf("source pull: send: %w", serr)
-	}
-	return toStatus(err)
 }
 
 // maxGroupBytes is how much a batch group holds before the source waits

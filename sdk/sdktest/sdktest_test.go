@@ -3,8 +3,10 @@ package sdktest_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,6 +210,8 @@ func TestSuiteFailsBrokenPlugins(t *testing.T) {
 		"wrong trait type":      `trait "email" is a number, declared string`,
 		"undeclared event":      `name "clicked" is not in SourceInfo.EventNames`,
 		"no cursor":             "carries data but no cursor",
+		"flat trait twice":      `customer "c0": trait "email" given twice`,
+		"flat names change":     `[0] changed from "email" to "renamed"`,
 	}
 	for name, want := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -350,8 +354,38 @@ func (s brokenSrc) Pull(ctx context.Context, cursor string, send func(*sdk.Batch
 	})
 }
 
+// brokenFlatSrc is eventSource sending flat batches, with one thing wrong.
+type brokenFlatSrc struct{ brokenSrc }
+
+func (s brokenFlatSrc) PullFlat(ctx context.Context, cursor string, send func(*sdk.FlatBatch) error) error {
+	fb := &sdk.FlatBatch{}
+	email := fb.Name("email")
+	n := 0
+	return s.eventSource.Pull(ctx, cursor, func(b *sdk.Batch) error {
+		n++
+		fb.Reset()
+		if s.what == "flat names change" && n == 2 {
+			fb.Names[0] = "renamed"
+		}
+		for _, c := range b.Customers {
+			fb.AddCustomer(c.ID)
+			for _, name := range slices.Sorted(maps.Keys(c.Traits)) {
+				fb.AddTrait(fb.Name(name), c.Traits[name])
+			}
+			if s.what == "flat trait twice" {
+				fb.AddTrait(email, sdk.String("again@example.com"))
+			}
+		}
+		fb.Deletes, fb.Events, fb.Consents = b.Deletes, b.Events, b.Consents
+		fb.Cursor, fb.CaughtUp = b.Cursor, b.CaughtUp
+		return send(fb)
+	})
+}
+
 func brokenSource(name string) (sdk.Source, bool) {
 	switch name {
+	case "flat trait twice", "flat names change":
+		return brokenFlatSrc{brokenSrc{what: name}}, true
 	case "bad trait name", "duplicate trait", "contact undeclared", "never caught up", "resends",
 		"undeclared trait", "wrong trait type", "undeclared event", "no cursor":
 		return brokenSrc{what: name}, true

@@ -26,9 +26,71 @@ type SourceCase struct {
 
 // RunSource runs the source suite against src in this process, through the
 // SDK's gRPC shims over a real connection (plugin.TestPluginGRPCConn).
+//
+// A src that implements sdk.FlatSource is also pulled in this process with
+// PullFlat, and its flat batches checked: a name table that only grows, no
+// trait named twice in a customer, trait ranges and name indexes within
+// the batch.
 func RunSource(t *testing.T, src sdk.Source, c SourceCase) {
 	t.Helper()
 	runSource(t, ConnectSource(t, src), c)
+	if fs, ok := src.(sdk.FlatSource); ok {
+		t.Run("pull flat", func(t *testing.T) { checkFlatPull(t, src, fs, c) })
+	}
+}
+
+// checkFlatPull configures src and pulls it in flat form until a batch is
+// caught up, checking each batch's form.
+func checkFlatPull(t *testing.T, src sdk.Source, fs sdk.FlatSource, c SourceCase) {
+	ctx, cancel := context.WithTimeout(t.Context(), pullTimeout)
+	defer cancel()
+	if _, err := src.Configure(ctx, configureRequest(c.Config)); err != nil {
+		t.Fatalf("Configure with SourceCase.Config: %v", err)
+	}
+	var names []string
+	n := 0
+	errCaughtUp := errors.New("caught up")
+	err := fs.PullFlat(ctx, "", func(b *sdk.FlatBatch) error {
+		n++
+		what := fmt.Sprintf("flat batch %d", n)
+		if len(b.Names) < len(names) {
+			t.Errorf("%s: Names shrank from %d to %d names: a stream's table only grows", what, len(names), len(b.Names))
+		} else {
+			for i, name := range names {
+				if b.Names[i] != name {
+					t.Errorf("%s: Names[%d] changed from %q to %q: an index must mean one name for the whole stream", what, i, name, b.Names[i])
+				}
+			}
+		}
+		names = append(names[:0], b.Names...)
+		for i, cu := range b.Customers {
+			if cu.Start < 0 || cu.Start > cu.End || cu.End > len(b.Traits) {
+				t.Errorf("%s: customer %q: trait range [%d:%d] outside the batch's %d traits", what, cu.ID, cu.Start, cu.End, len(b.Traits))
+				continue
+			}
+			seen := map[int]bool{}
+			for _, tr := range b.CustomerTraits(i) {
+				if tr.Name < 0 || tr.Name >= len(b.Names) {
+					t.Errorf("%s: customer %q: name index %d outside Names (%d names)", what, cu.ID, tr.Name, len(b.Names))
+					continue
+				}
+				if seen[tr.Name] {
+					t.Errorf("%s: customer %q: trait %q given twice", what, cu.ID, b.Names[tr.Name])
+				}
+				seen[tr.Name] = true
+			}
+		}
+		if b.CaughtUp {
+			return errCaughtUp
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errCaughtUp) {
+		t.Errorf("PullFlat: %v", err)
+	}
+	if err == nil {
+		t.Error("PullFlat ended without a caught-up batch")
+	}
 }
 
 // RunSourceBinary runs the source suite against the plugin binary at path,

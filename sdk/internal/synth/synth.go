@@ -29,7 +29,10 @@ type Source struct {
 	cfg Config
 }
 
-var _ sdk.Source = (*Source)(nil)
+var (
+	_ sdk.Source     = (*Source)(nil)
+	_ sdk.FlatSource = (*Source)(nil)
+)
 
 var plans = []string{"free", "pro", "team", "enterprise"}
 var countries = []string{"FR", "DE", "US", "JP", "BR"}
@@ -69,9 +72,70 @@ func (s *Source) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Sou
 	}, nil
 }
 
-// Pull sends the customers after cursor in batches. It reuses one Batch:
-// the SDK has converted a batch when send returns.
+// Pull sends the customers after cursor in batches, in map form. It
+// reuses one Batch: the SDK has converted a batch when send returns.
 func (s *Source) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) error) error {
+	b := &sdk.Batch{Customers: make([]sdk.Customer, s.cfg.BatchSize)}
+	for i := range b.Customers {
+		b.Customers[i].Traits = make(map[string]sdk.Value, 8)
+	}
+	return s.generate(ctx, cursor, func(off, n int, all string, cursor string, caughtUp bool) error {
+		b.Customers = b.Customers[:n]
+		each(off, n, all, func(i int, id, email string, v *values) {
+			c := &b.Customers[i]
+			c.ID = id
+			t := c.Traits
+			t["email"] = sdk.String(email)
+			t["first_name"] = sdk.String(v.firstName)
+			t["plan"] = sdk.String(v.plan)
+			t["country"] = sdk.String(v.country)
+			t["ltv"] = sdk.Number(v.ltv)
+			t["orders"] = sdk.Number(v.orders)
+			t["signed_up"] = sdk.Time(v.signedUp)
+			t["vip"] = sdk.Bool(v.vip)
+		})
+		b.Cursor, b.CaughtUp = cursor, caughtUp
+		return send(b)
+	})
+}
+
+// PullFlat sends the same batches as Pull in flat form, as a plugin that
+// builds no maps does. It reuses one FlatBatch.
+func (s *Source) PullFlat(ctx context.Context, cursor string, send func(*sdk.FlatBatch) error) error {
+	b := &sdk.FlatBatch{}
+	var (
+		email     = b.Name("email")
+		firstName = b.Name("first_name")
+		plan      = b.Name("plan")
+		country   = b.Name("country")
+		ltv       = b.Name("ltv")
+		orders    = b.Name("orders")
+		signedUp  = b.Name("signed_up")
+		vip       = b.Name("vip")
+	)
+	return s.generate(ctx, cursor, func(off, n int, all string, cursor string, caughtUp bool) error {
+		b.Reset()
+		each(off, n, all, func(_ int, id, em string, v *values) {
+			b.AddCustomer(id)
+			b.AddTrait(email, sdk.String(em))
+			b.AddTrait(firstName, sdk.String(v.firstName))
+			b.AddTrait(plan, sdk.String(v.plan))
+			b.AddTrait(country, sdk.String(v.country))
+			b.AddTrait(ltv, sdk.Number(v.ltv))
+			b.AddTrait(orders, sdk.Number(v.orders))
+			b.AddTrait(signedUp, sdk.Time(v.signedUp))
+			b.AddTrait(vip, sdk.Bool(v.vip))
+		})
+		b.Cursor, b.CaughtUp = cursor, caughtUp
+		return send(b)
+	})
+}
+
+// generate calls batch for each batch after cursor with the offset and
+// size of the batch, one string holding its ids and emails (see each), and
+// the batch's cursor and caught-up mark; then, for a live source, waits
+// for ctx.
+func (s *Source) generate(ctx context.Context, cursor string, batch func(off, n int, all, cursor string, caughtUp bool) error) error {
 	start := 0
 	if cursor != "" {
 		n, err := strconv.Atoi(cursor)
@@ -81,18 +145,12 @@ func (s *Source) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) 
 		start = n
 	}
 	total, size := s.cfg.Customers, s.cfg.BatchSize
-	b := &sdk.Batch{Customers: make([]sdk.Customer, size)}
-	for i := range b.Customers {
-		b.Customers[i].Traits = make(map[string]sdk.Value, 8)
-	}
-	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	var buf []byte
 	for off := start; off < total || off == start; off += size {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n := max(min(size, total-off), 0)
-		b.Customers = b.Customers[:n]
 		// One string holds this batch's ids and emails; each is a slice of it.
 		buf = buf[:0]
 		for i := range n {
@@ -100,31 +158,11 @@ func (s *Source) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) 
 			buf = strconv.AppendInt(append(buf, "user"...), int64(off+i), 10)
 			buf = append(buf, "@example.com"...)
 		}
-		all := string(buf)
-		pos := 0
-		for i := range n {
-			id := off + i
-			idLen := 1 + digits(id)
-			emailLen := 4 + digits(id) + len("@example.com")
-			c := &b.Customers[i]
-			c.ID = all[pos : pos+idLen]
-			t := c.Traits
-			t["email"] = sdk.String(all[pos+idLen : pos+idLen+emailLen])
-			pos += idLen + emailLen
-			t["first_name"] = sdk.String(names[id%len(names)])
-			t["plan"] = sdk.String(plans[id%len(plans)])
-			t["country"] = sdk.String(countries[id%len(countries)])
-			t["ltv"] = sdk.Number(float64(id%5000) * 1.25)
-			t["orders"] = sdk.Number(float64(id % 37))
-			t["signed_up"] = sdk.Time(base.Add(time.Duration(id) * time.Minute))
-			t["vip"] = sdk.Bool(id%10 == 0)
-		}
-		b.Cursor = strconv.Itoa(off + n)
-		b.CaughtUp = off+n >= total
-		if err := send(b); err != nil {
+		caughtUp := off+n >= total
+		if err := batch(off, n, string(buf), strconv.Itoa(off+n), caughtUp); err != nil {
 			return err
 		}
-		if b.CaughtUp {
+		if caughtUp {
 			break
 		}
 	}
@@ -135,6 +173,39 @@ func (s *Source) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) 
 	return nil
 }
 
+// values are a customer's traits but for the email.
+type values struct {
+	firstName, plan, country string
+	ltv, orders              float64
+	signedUp                 time.Time
+	vip                      bool
+}
+
+var base = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// each calls fn for the n customers from off, whose ids and emails are
+// consecutive in all.
+func each(off, n int, all string, fn func(i int, id, email string, v *values)) {
+	pos := 0
+	var v values
+	for i := range n {
+		id := off + i
+		idLen := 1 + digits(id)
+		emailLen := 4 + digits(id) + len("@example.com")
+		v = values{
+			firstName: names[id%len(names)],
+			plan:      plans[id%len(plans)],
+			country:   countries[id%len(countries)],
+			ltv:       float64(id%5000) * 1.25,
+			orders:    float64(id % 37),
+			signedUp:  base.Add(time.Duration(id) * time.Minute),
+			vip:       id%10 == 0,
+		}
+		fn(i, all[pos:pos+idLen], all[pos+idLen:pos+idLen+emailLen], &v)
+		pos += idLen + emailLen
+	}
+}
+
 func digits(n int) int {
 	d := 1
 	for n >= 10 {
@@ -142,4 +213,21 @@ func digits(n int) int {
 		d++
 	}
 	return d
+}
+
+// MapsOnly is the synthetic source without PullFlat: served as a plugin,
+// it builds its batches with maps.
+// (Source is a named field, not embedded: embedding would bring PullFlat.)
+type MapsOnly struct{ Source *Source }
+
+var _ sdk.Source = MapsOnly{}
+
+// Configure reads the config.
+func (m MapsOnly) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.SourceInfo, error) {
+	return m.Source.Configure(ctx, req)
+}
+
+// Pull is Source.Pull.
+func (m MapsOnly) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) error) error {
+	return m.Source.Pull(ctx, cursor, send)
 }
