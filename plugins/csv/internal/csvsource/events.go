@@ -201,7 +201,9 @@ type eventStreamer struct {
 	// base is the cursor the batches' cursors are made from: its customers
 	// part is kept, its events part replaced.
 	base cursor
-	emit func(*sdk.Batch) error
+	// fb is the stream's FlatBatch; run resets it after each send.
+	fb   *sdk.FlatBatch
+	emit func(*sdk.FlatBatch) error
 	// beforeFinal runs before the last batch, which carries the cursor of
 	// the whole version; an error stops the stream before it is sent.
 	beforeFinal func() error
@@ -236,7 +238,8 @@ func (s *eventStreamer) run(ctx context.Context, f io.ReaderAt) error {
 
 	cur := s.base
 	cur.ev = evCursor{hash: s.hash, partial: true}
-	b := &sdk.Batch{Events: make([]sdk.Event, 0, s.batch)}
+	b := s.fb
+	b.Reset()
 	flush := func() error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -248,7 +251,7 @@ func (s *eventStreamer) run(ctx context.Context, f io.ReaderAt) error {
 		}
 		s.stats.events += len(b.Events)
 		s.stats.problems += len(b.Problems)
-		b = &sdk.Batch{Events: make([]sdk.Event, 0, s.batch)}
+		b.Reset()
 		return nil
 	}
 	at := &p.at

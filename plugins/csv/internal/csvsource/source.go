@@ -33,6 +33,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +69,10 @@ type Source struct {
 	base *baseline
 }
 
-var _ sdk.Source = (*Source)(nil)
+var (
+	_ sdk.Source     = (*Source)(nil)
+	_ sdk.FlatSource = (*Source)(nil)
+)
 
 // state is what Configure produced; it is not changed afterwards.
 type state struct {
@@ -140,11 +144,50 @@ func (s *Source) Configure(ctx context.Context, req sdk.ConfigureRequest) (sdk.S
 	return info, nil
 }
 
-// Pull streams the files from cursor on: the customers file, then the
+// Pull is PullFlat with each batch in map form (a Batch of its own, which
+// may be kept).
+func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Batch) error) error {
+	return s.PullFlat(ctx, cursorText, func(fb *sdk.FlatBatch) error { return send(mapBatch(fb)) })
+}
+
+// mapBatch copies fb into a Batch of its own: every customer with a map
+// (empty when it has no traits), empty lists as nil.
+func mapBatch(fb *sdk.FlatBatch) *sdk.Batch {
+	b := &sdk.Batch{
+		Deletes:  cloneOrNil(fb.Deletes),
+		Events:   cloneOrNil(fb.Events),
+		Consents: cloneOrNil(fb.Consents),
+		Problems: cloneOrNil(fb.Problems),
+		Cursor:   fb.Cursor,
+		CaughtUp: fb.CaughtUp,
+	}
+	if len(fb.Customers) > 0 {
+		b.Customers = make([]sdk.Customer, len(fb.Customers))
+		for i, c := range fb.Customers {
+			ts := fb.CustomerTraits(i)
+			m := make(map[string]sdk.Value, len(ts))
+			for _, t := range ts {
+				m[fb.Names[t.Name]] = t.Value
+			}
+			b.Customers[i] = sdk.Customer{ID: c.ID, Traits: m}
+		}
+	}
+	return b
+}
+
+func cloneOrNil[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// PullFlat streams the files from cursor on: the customers file, then the
 // events file. With watch off it returns after the batch marked CaughtUp;
 // with watch on it then waits for either file to change and streams each
-// new version, until ctx is done.
-func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Batch) error) error {
+// new version, until ctx is done. It builds every batch of the stream in
+// one FlatBatch, whose names are the schema's traits in column order.
+func (s *Source) PullFlat(ctx context.Context, cursorText string, send func(*sdk.FlatBatch) error) error {
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()
@@ -169,7 +212,11 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 		defer w.Close()
 	}
 	var sendErr error
-	p := &puller{s: s, st: st, cur: cur, send: func(b *sdk.Batch) error {
+	fb := &sdk.FlatBatch{}
+	for _, c := range st.sc.cols {
+		fb.Names = append(fb.Names, c.trait) // column k's trait is name k
+	}
+	p := &puller{s: s, st: st, cur: cur, fb: fb, send: func(b *sdk.FlatBatch) error {
 		if err := send(b); err != nil {
 			sendErr = err
 			return err
@@ -205,7 +252,9 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 			s.log.Error("cannot load the changed file; waiting for the next change", "err", err)
 			var he *headerError
 			if errors.As(err, &he) {
-				if err := send(&sdk.Batch{Problems: []sdk.Problem{{Line: 1, Message: he.label + "line 1: " + he.msg + "; file not loaded"}}}); err != nil {
+				fb.Reset()
+				fb.Problems = append(fb.Problems, sdk.Problem{Line: 1, Message: he.label + "line 1: " + he.msg + "; file not loaded"})
+				if err := send(fb); err != nil {
 					return err
 				}
 			}
@@ -215,10 +264,12 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 
 // puller is one Pull call's progress.
 type puller struct {
-	s    *Source
-	st   *state
-	cur  cursor // what the host has committed (the last cursor sent)
-	send func(*sdk.Batch) error
+	s   *Source
+	st  *state
+	cur cursor // what the host has committed (the last cursor sent)
+	// fb is the stream's one FlatBatch, reset before each batch.
+	fb   *sdk.FlatBatch
+	send func(*sdk.FlatBatch) error
 }
 
 // sync brings the host up to date with the file. On the first sync it
@@ -277,7 +328,9 @@ func (p *puller) syncOnce(ctx context.Context, first bool) error {
 		if !set.raw.DeleteMissing {
 			// The committed cursor again: a host that stores the cursor of
 			// every batch must not lose it.
-			return p.send(&sdk.Batch{CaughtUp: true, Cursor: p.cur.String()})
+			p.fb.Reset()
+			p.fb.CaughtUp, p.fb.Cursor = true, p.cur.String()
+			return p.send(p.fb)
 		}
 	}
 	if !custDone || (first && set.raw.DeleteMissing) {
@@ -293,7 +346,7 @@ func (p *puller) syncOnce(ctx context.Context, first bool) error {
 
 // emit sends b and records its cursor as committed. A batch that is not
 // the CaughtUp one and carries nothing new, not even a cursor, is not sent.
-func (p *puller) emit(b *sdk.Batch) error {
+func (p *puller) emit(b *sdk.FlatBatch) error {
 	if !b.CaughtUp && len(b.Customers)+len(b.Deletes)+len(b.Events)+len(b.Consents)+len(b.Problems) == 0 && b.Cursor == p.cur.String() {
 		return nil
 	}
@@ -322,6 +375,7 @@ func (p *puller) syncCustomers(ctx context.Context, v *fileVersion, upToDate, la
 		consentTime: v.before.ModTime().UTC(),
 		basis:       p.st.basis,
 		sizeHint:    p.st.sc.rows,
+		fb:          p.fb,
 		emit:        p.emit,
 		beforeFinal: v.unchanged,
 		onPlan: func(pl *plan) {
@@ -421,6 +475,7 @@ func (p *puller) syncEvents(ctx context.Context, v *fileVersion, plan eventsPlan
 		resume:      plan.resume,
 		linesBefore: plan.linesBefore,
 		base:        p.cur,
+		fb:          p.fb,
 		emit:        p.emit,
 		beforeFinal: v.unchanged,
 	}

@@ -107,7 +107,10 @@ type streamer struct {
 	// column value: the file's modification time.
 	consentTime time.Time
 	basis       string
-	emit        func(*sdk.Batch) error
+	// fb is the stream's FlatBatch (its Names are the schema's traits,
+	// column k's at k); emit sends it, and run resets it after each send.
+	fb   *sdk.FlatBatch
+	emit func(*sdk.FlatBatch) error
 	// beforeFinal runs before the last batch, which carries the cursor of
 	// the whole version; an error stops the stream before it is sent.
 	beforeFinal func() error
@@ -124,7 +127,7 @@ type streamStats struct {
 	customers, problems, consents, deletes int
 }
 
-func (st *streamStats) add(b *sdk.Batch) {
+func (st *streamStats) add(b *sdk.FlatBatch) {
 	st.customers += len(b.Customers)
 	st.problems += len(b.Problems)
 	st.consents += len(b.Consents)
@@ -151,7 +154,8 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 	}
 	cols := s.sc.cols
 	seen := newIDSet(s.keepIDs, s.sizeHint)
-	b := &sdk.Batch{}
+	b := s.fb
+	b.Reset()
 	cur := cursor{hash: s.hash, partial: true, prev: s.prev, ev: s.ev}
 	flush := func(offset int64) error {
 		if err := ctx.Err(); err != nil {
@@ -163,10 +167,9 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 			return err
 		}
 		s.stats.add(b)
-		b = &sdk.Batch{Customers: make([]sdk.Customer, 0, s.batch)}
+		b.Reset()
 		return nil
 	}
-	b.Customers = make([]sdk.Customer, 0, s.batch)
 	idHeader := s.sc.idColumn
 	for n := 1; ; n++ {
 		if len(b.Customers) >= s.batch || len(b.Problems) >= s.batch {
@@ -225,7 +228,7 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 		if !send {
 			continue
 		}
-		traits := make(map[string]sdk.Value, len(cols))
+		b.AddCustomer(id)
 		for k := range cols {
 			fi := p.fields[k]
 			if fi < 0 {
@@ -235,10 +238,14 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 			if v == "" {
 				continue // missing, not null: an upsert keeps what was there
 			}
-			if msg := cols[k].set(traits, v); msg != "" {
+			// Parsed in place, into a trait taken back on failure.
+			b.Traits = append(b.Traits, sdk.FlatTrait{Name: k})
+			if msg := cols[k].parse(&b.Traits[len(b.Traits)-1].Value, v); msg != "" {
+				b.Traits = b.Traits[:len(b.Traits)-1]
 				b.Problems = append(b.Problems, s.fieldProblem(cr, id, cols[k].trait, fi, msg))
 			}
 		}
+		b.Customers[len(b.Customers)-1].End = len(b.Traits)
 		if p.consent >= 0 {
 			if cc, prob := s.consentChange(cr, rec, p, id); prob != nil {
 				b.Problems = append(b.Problems, *prob)
@@ -246,7 +253,6 @@ func (s *streamer) run(ctx context.Context, r io.Reader) (map[string]int32, erro
 				b.Consents = append(b.Consents, *cc)
 			}
 		}
-		b.Customers = append(b.Customers, sdk.Customer{ID: id, Traits: traits})
 	}
 
 	var deletes []string

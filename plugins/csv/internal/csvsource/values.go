@@ -220,24 +220,23 @@ type column struct {
 	format string // time layout; "" = the defaults
 }
 
-// set parses a non-empty cell into traits. On failure it leaves traits as
-// they were and returns the problem's message. (It writes into the map in
-// place: copying sdk.Value, 88 bytes, in and out of a return costs more
-// than the parse.)
-func (c *column) set(traits map[string]sdk.Value, s string) string {
+// parse parses a non-empty cell into *v. On failure it leaves *v as it
+// was and returns the problem's message. (It writes in place: copying
+// sdk.Value, 88 bytes, in and out of a return costs more than the parse.)
+func (c *column) parse(v *sdk.Value, s string) string {
 	switch c.typ {
 	case sdk.TypeNumber:
 		f, ok := parseNumber(s)
 		if !ok {
 			return quoteCell(s) + " is not a number"
 		}
-		traits[c.trait] = sdk.Value{Type: sdk.TypeNumber, Num: f}
+		*v = sdk.Value{Type: sdk.TypeNumber, Num: f}
 	case sdk.TypeBool:
 		b, ok := parseBool(s)
 		if !ok {
 			return quoteCell(s) + " is not a bool (true/false, yes/no or 1/0)"
 		}
-		traits[c.trait] = sdk.Value{Type: sdk.TypeBool, Bool: b}
+		*v = sdk.Value{Type: sdk.TypeBool, Bool: b}
 	case sdk.TypeTime:
 		var t time.Time
 		if c.format == "" {
@@ -251,11 +250,11 @@ func (c *column) set(traits map[string]sdk.Value, s string) string {
 				return quoteCell(s) + " is not a time in the layout " + strconv.Quote(c.format)
 			}
 		}
-		traits[c.trait] = sdk.Value{Type: sdk.TypeTime, Time: t}
+		*v = sdk.Value{Type: sdk.TypeTime, Time: t}
 	case sdk.TypeStringList:
-		traits[c.trait] = sdk.Value{Type: sdk.TypeStringList, List: splitList(s, c.sep)}
+		*v = sdk.Value{Type: sdk.TypeStringList, List: splitList(s, c.sep)}
 	default:
-		traits[c.trait] = sdk.Value{Type: sdk.TypeString, Str: s}
+		*v = sdk.Value{Type: sdk.TypeString, Str: s}
 	}
 	return ""
 }

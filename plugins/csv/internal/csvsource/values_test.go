@@ -185,15 +185,14 @@ func TestColumnSet(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.col.trait = "x"
-			traits := map[string]sdk.Value{}
-			problem := tc.col.set(traits, tc.in)
+			var got sdk.Value
+			problem := tc.col.parse(&got, tc.in)
 			if problem != tc.problem {
 				t.Errorf("problem = %q, want %q", problem, tc.problem)
 			}
-			got, ok := traits["x"]
 			if tc.problem != "" {
-				if ok {
-					t.Errorf("trait set to %+v despite the problem", got)
+				if !got.Null() {
+					t.Errorf("value set to %+v despite the problem", got)
 				}
 				return
 			}
