@@ -47,6 +47,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sendgrid/rest"
@@ -76,6 +77,9 @@ type Channel struct {
 type state struct {
 	cfg    *settings
 	client *rest.Client
+	// request is the Mail Send request without its body; its header map
+	// is shared, read only, by every request.
+	request rest.Request
 }
 
 var (
@@ -101,7 +105,8 @@ func (c *Channel) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Ch
 	if err != nil {
 		return sdk.ChannelInfo{}, err
 	}
-	st := &state{cfg: cfg, client: &rest.Client{HTTPClient: NewHTTPClient(cfg.Parallel, cfg.Timeout)}}
+	st := &state{cfg: cfg, client: &rest.Client{HTTPClient: NewHTTPClient(cfg.Parallel, cfg.Timeout)},
+		request: NewRequest(cfg.APIKey, cfg.BaseURL, nil)}
 
 	c.mu.Lock()
 	old := c.st
@@ -175,38 +180,33 @@ func (c *Channel) Send(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, e
 		opts.ASMGroupID = *st.cfg.ASMGroupID
 	}
 
+	// parallel workers take the messages in order; once ctx has ended, the
+	// messages not yet started are not sent.
 	results := make([]sdk.Result, len(msgs))
 	reached := make([]bool, len(msgs))
-	sem := make(chan struct{}, st.cfg.Parallel)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	next := 0
-loop:
-	for ; next < len(msgs); next++ {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break loop
-		}
-		if ctx.Err() != nil {
-			<-sem
-			break
-		}
-		i := next
+	for range min(st.cfg.Parallel, len(msgs)) {
 		wg.Go(func() {
-			defer func() { <-sem }()
-			results[i], reached[i] = c.sendOne(ctx, st, &msgs[i], opts)
+			w := &bodyWriter{opts: opts}
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(msgs) {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					results[i] = sdk.Result{Key: msgs[i].Key, Status: sdk.Retryable,
+						Reason: fmt.Sprintf("not sent: %v", err), Code: "not_sent"}
+					continue
+				}
+				results[i], reached[i] = c.sendOne(ctx, st, w, &msgs[i])
+			}
 		})
 	}
 	wg.Wait()
 
-	if err := ctx.Err(); err != nil {
-		if !slices.Contains(reached, true) {
-			return nil, err
-		}
-		for i := next; i < len(msgs); i++ {
-			results[i] = sdk.Result{Key: msgs[i].Key, Status: sdk.Retryable,
-				Reason: fmt.Sprintf("not sent: %v", err), Code: "not_sent"}
-		}
+	if err := ctx.Err(); err != nil && !slices.Contains(reached, true) {
+		return nil, err
 	}
 	return results, nil
 }

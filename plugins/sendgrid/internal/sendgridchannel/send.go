@@ -48,6 +48,10 @@ type BodyOptions struct {
 // joined with ", "); the categories of opts plus the campaign name while
 // there is room. ';' and ',' are removed from the recipient's display name,
 // which SendGrid refuses. An error says what is wrong with the message.
+//
+// Body builds the body with sendgrid-go's mail helpers and encoding/json,
+// as a bare sendgrid-go client does (sgbench uses it so). The channel
+// writes the same bytes with a bodyWriter, without reflection.
 func Body(m *sdk.Message, opts BodyOptions) ([]byte, error) {
 	if strings.TrimSpace(m.From) == "" {
 		return nil, fmt.Errorf("message has no from address: set from in the campaign or its channel defaults")
@@ -124,7 +128,30 @@ func Body(m *sdk.Message, opts BodyOptions) ([]byte, error) {
 // recipientName drops ';' and ',' from a display name, which SendGrid
 // refuses in to.name, and tidies the spaces: "Lovelace, Ada" -> "Lovelace Ada".
 func recipientName(name string) string {
-	return strings.Join(strings.Fields(strings.NewReplacer(";", " ", ",", " ").Replace(name)), " ")
+	if isTidyName(name) {
+		return name
+	}
+	return strings.Join(strings.Fields(nameSeparators.Replace(name)), " ")
+}
+
+// nameSeparators turns the separators SendGrid refuses in to.name into spaces.
+var nameSeparators = strings.NewReplacer(";", " ", ",", " ")
+
+// isTidyName reports whether recipientName would return name unchanged:
+// ASCII without ';' or ',', single spaces between words, no other white
+// space.
+func isTidyName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == ' ':
+			if i == 0 || i == len(name)-1 || name[i-1] == ' ' {
+				return false
+			}
+		case c < ' ' || c >= utf8.RuneSelf || c == ';' || c == ',':
+			return false
+		}
+	}
+	return true
 }
 
 // NewRequest returns sendgrid-go's Mail Send request for a body.
@@ -137,15 +164,17 @@ func NewRequest(apiKey, baseURL string, body []byte) rest.Request {
 
 // sendOne sends one message. reached reports whether the request was
 // written in full (the provider may have acted on it).
-func (c *Channel) sendOne(ctx context.Context, st *state, m *sdk.Message, opts BodyOptions) (sdk.Result, bool) {
-	r, reached := c.attempt(ctx, st, m, opts)
+func (c *Channel) sendOne(ctx context.Context, st *state, w *bodyWriter, m *sdk.Message) (sdk.Result, bool) {
+	r, reached := c.attempt(ctx, st, w, m)
 	// Reasons cross gRPC as protobuf strings, which must be UTF-8.
 	r.Reason = strings.ToValidUTF8(r.Reason, "\uFFFD")
 	return r, reached
 }
 
-func (c *Channel) attempt(ctx context.Context, st *state, m *sdk.Message, opts BodyOptions) (sdk.Result, bool) {
-	body, err := Body(m, opts)
+func (c *Channel) attempt(ctx context.Context, st *state, w *bodyWriter, m *sdk.Message) (sdk.Result, bool) {
+	// The transport may still hold the body after the answer came, so each
+	// request has its own.
+	body, err := w.appendBody(make([]byte, 0, len(m.Text)+len(m.HTML)+768), m)
 	if err != nil {
 		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error(), Code: "invalid_message"}, false
 	}
@@ -160,7 +189,8 @@ func (c *Channel) attempt(ctx context.Context, st *state, m *sdk.Message, opts B
 			}
 		},
 	}
-	req := NewRequest(st.cfg.APIKey, st.cfg.BaseURL, body)
+	req := st.request
+	req.Body = body
 	resp, err := st.client.SendWithContext(httptrace.WithClientTrace(ctx, trace), req)
 	if resp != nil && resp.StatusCode != 0 {
 		// A status arrived; a failure reading the rest of the body does not

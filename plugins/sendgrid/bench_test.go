@@ -1,0 +1,131 @@
+package main_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohortd/cohort/plugins/sendgrid/sgbench"
+	"github.com/cohortd/cohort/plugins/sendgrid/sgserver"
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
+)
+
+// BenchmarkPluginProcess sends sgbench.Message's messages through the
+// built plugin, launched as the daemon launches it, in Sends of 100 from 4
+// goroutines with parallel 2 (8 requests in flight, as the daemon's
+// benchmark has it), and reports the CPU the plugin process used per
+// message, beside the CPU of sgbench.DirectSend's client with 8 in flight,
+// run in a child process of its own.
+func BenchmarkPluginProcess(b *testing.B) {
+	const dispatchers, parallel, batch, n = 4, 2, 100, 10000
+	s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	ch := sdktest.LaunchChannel(b, sdktest.BuildPlugin(b, pluginPkg))
+	cfg := fmt.Sprintf("api_key: %s\nbase_url: %s\nparallel: %d\n", s.APIKey(), s.URL, parallel)
+	if _, err := ch.Configure(b.Context(), sdk.ConfigureRequest{Instance: "mail", Config: []byte(cfg)}); err != nil {
+		b.Fatal(err)
+	}
+	msgs := make([]sdk.Message, n)
+	for i := range msgs {
+		msgs[i] = sgbench.Message(i)
+	}
+	var cpu time.Duration
+	for b.Loop() {
+		s.Reset()
+		c0 := childCPU()
+		var wg sync.WaitGroup
+		chunks := make(chan []sdk.Message)
+		for range dispatchers {
+			wg.Go(func() {
+				for chunk := range chunks {
+					results, err := ch.Send(b.Context(), chunk)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for _, r := range results {
+						if r.Status != sdk.Accepted {
+							b.Errorf("%s: %v %s", r.Key, r.Status, r.Reason)
+						}
+					}
+				}
+			})
+		}
+		for chunk := range slices.Chunk(msgs, batch) {
+			chunks <- chunk
+		}
+		close(chunks)
+		wg.Wait()
+		cpu += childCPU() - c0
+		if got := len(s.CountByKey()); got != n {
+			b.Fatalf("server accepted %d distinct messages, want %d", got, n)
+		}
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*n), "plugin-µs/msg")
+
+	bare, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = bare.Close() })
+	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestDirectSendHelper$")
+	cmd.Env = append(os.Environ(), "COHORT_DIRECT_SEND_URL="+bare.URL, "COHORT_DIRECT_SEND_KEY="+bare.APIKey(),
+		"COHORT_DIRECT_SEND_N="+strconv.Itoa(n), "COHORT_DIRECT_SEND_INFLIGHT="+strconv.Itoa(dispatchers*parallel))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("direct send: %v\n%s", err, out)
+	}
+	bareCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	b.ReportMetric(float64(bareCPU.Microseconds())/float64(n), "bare-µs/msg")
+}
+
+// TestDirectSendHelper is the child process of BenchmarkPluginProcess's
+// baseline.
+func TestDirectSendHelper(t *testing.T) {
+	url := os.Getenv("COHORT_DIRECT_SEND_URL")
+	if url == "" {
+		t.Skip("run by BenchmarkPluginProcess")
+	}
+	n, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_N"))
+	inflight, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_INFLIGHT"))
+	if _, err := sgbench.DirectSend(t.Context(), url, os.Getenv("COHORT_DIRECT_SEND_KEY"), n, inflight); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// childCPU is the CPU time used so far by this process's running child
+// processes (the plugin), read from /proc; zero where it cannot be read.
+func childCPU() time.Duration {
+	var total time.Duration
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, pid := range strings.Fields(string(data)) {
+			stat, err := os.ReadFile("/proc/" + pid + "/stat")
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			if len(f) < 13 {
+				continue
+			}
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			total += time.Duration(u+s) * 10 * time.Millisecond
+		}
+	}
+	return total
+}
