@@ -35,18 +35,16 @@ func RunSource(t *testing.T, src sdk.Source, c SourceCase) {
 	t.Helper()
 	runSource(t, ConnectSource(t, src), c)
 	if fs, ok := src.(sdk.FlatSource); ok {
-		t.Run("pull flat", func(t *testing.T) { checkFlatPull(t, src, fs, c) })
+		t.Run("pull flat", func(t *testing.T) { checkFlatPull(t, fs) })
 	}
 }
 
-// checkFlatPull configures src and pulls it in flat form until a batch is
-// caught up, checking each batch's form.
-func checkFlatPull(t *testing.T, src sdk.Source, fs sdk.FlatSource, c SourceCase) {
+// checkFlatPull pulls fs, configured with SourceCase.Config by the checks
+// before, in flat form until a batch is caught up, checking each batch's
+// form.
+func checkFlatPull(t *testing.T, fs sdk.FlatSource) {
 	ctx, cancel := context.WithTimeout(t.Context(), pullTimeout)
 	defer cancel()
-	if _, err := src.Configure(ctx, configureRequest(c.Config)); err != nil {
-		t.Fatalf("Configure with SourceCase.Config: %v", err)
-	}
 	var names []string
 	n := 0
 	errCaughtUp := errors.New("caught up")

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -26,7 +27,8 @@ type Config struct {
 
 // Source is the synthetic source. Configure before Pull.
 type Source struct {
-	cfg Config
+	mu  sync.Mutex
+	cfg Config // a Pull reads it once, at its start
 }
 
 var (
@@ -54,7 +56,9 @@ func (s *Source) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Sou
 	if cfg.BatchSize < 1 {
 		return sdk.SourceInfo{}, sdk.Errorf(sdk.InvalidConfig, "batch_size", "batch_size is %d, want 1 or more", cfg.BatchSize)
 	}
+	s.mu.Lock()
 	s.cfg = cfg
+	s.mu.Unlock()
 	return sdk.SourceInfo{
 		Name:    "synth",
 		Version: "1.0.0",
@@ -75,7 +79,7 @@ func (s *Source) Configure(_ context.Context, req sdk.ConfigureRequest) (sdk.Sou
 // Pull sends the customers after cursor in batches, in map form. It
 // reuses one Batch: the SDK has converted a batch when send returns.
 func (s *Source) Pull(ctx context.Context, cursor string, send func(*sdk.Batch) error) error {
-	b := &sdk.Batch{Customers: make([]sdk.Customer, s.cfg.BatchSize)}
+	b := &sdk.Batch{Customers: make([]sdk.Customer, s.config().BatchSize)}
 	for i := range b.Customers {
 		b.Customers[i].Traits = make(map[string]sdk.Value, 8)
 	}
@@ -144,7 +148,8 @@ func (s *Source) generate(ctx context.Context, cursor string, batch func(off, n 
 		}
 		start = n
 	}
-	total, size := s.cfg.Customers, s.cfg.BatchSize
+	cfg := s.config()
+	total, size := cfg.Customers, cfg.BatchSize
 	var buf []byte
 	for off := start; off < total || off == start; off += size {
 		if err := ctx.Err(); err != nil {
@@ -166,11 +171,17 @@ func (s *Source) generate(ctx context.Context, cursor string, batch func(off, n 
 			break
 		}
 	}
-	if s.cfg.Live {
+	if cfg.Live {
 		<-ctx.Done()
 		return ctx.Err()
 	}
 	return nil
+}
+
+func (s *Source) config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 // values are a customer's traits but for the email.
