@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,8 +157,9 @@ func (c *Channel) Send(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, e
 	var wg sync.WaitGroup
 	for range min(len(msgs), st.s.Connections) {
 		wg.Go(func() {
+			var b builder
 			for i := range next {
-				results[i], touched[i] = st.sendOne(ctx, &msgs[i], now)
+				results[i], touched[i] = st.sendOne(ctx, &b, &msgs[i], now)
 			}
 		})
 	}
@@ -180,11 +182,11 @@ func retryable(key, reason string, after time.Duration) sdk.Result {
 
 // sendOne sends one message. touched says whether any of it reached the
 // relay (a MAIL command at least).
-func (st *state) sendOne(ctx context.Context, m *sdk.Message, now time.Time) (sdk.Result, bool) {
+func (st *state) sendOne(ctx context.Context, b *builder, m *sdk.Message, now time.Time) (sdk.Result, bool) {
 	if err := ctx.Err(); err != nil {
 		return retryable(m.Key, "not sent: "+err.Error(), 0), false
 	}
-	env, err := buildMessage(m, now, st.sign)
+	env, err := b.build(m, now, st.sign)
 	if err != nil {
 		// A message that cannot be built can never be sent.
 		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}, false
@@ -330,6 +332,9 @@ var queueIDPatterns = []*regexp.Regexp{
 
 // queueID finds the relay's queue id in the text of a 250 reply.
 func queueID(text string) string {
+	if id, ok := queueIDASCII(text); ok {
+		return id
+	}
 	for _, re := range queueIDPatterns {
 		if m := re.FindStringSubmatch(text); m != nil {
 			return m[1]
@@ -337,3 +342,49 @@ func queueID(text string) string {
 	}
 	return ""
 }
+
+// queueIDASCII is queueID without regular expressions for an ASCII reply
+// (the expressions' case folding matters only beyond ASCII); ok is false
+// when it cannot tell.
+func queueIDASCII(text string) (id string, ok bool) {
+	if !isASCII(text) {
+		return "", false
+	}
+	if id, found := afterWord(text, "queued as "); found {
+		return id, true
+	}
+	if id, found := afterWord(text, "id="); found {
+		return id, true
+	}
+	if !strings.Contains(text, " Message accepted") {
+		return "", true
+	}
+	return "", false // sendmail's form: leave it to the expression
+}
+
+// afterWord finds the first place where prefix (lower case, matched in any
+// case) starts at a word boundary and is followed by an id
+// ([A-Za-z0-9][A-Za-z0-9._-]*), and returns the id.
+func afterWord(text, prefix string) (string, bool) {
+	for i := 0; i+len(prefix) < len(text); i++ {
+		if i > 0 && isWordByte(text[i-1]) || !isWordByte(text[i]) || !strings.EqualFold(text[i:i+len(prefix)], prefix) {
+			continue
+		}
+		rest := text[i+len(prefix):]
+		if !isAlnum(rest[0]) {
+			continue
+		}
+		n := 1
+		for n < len(rest) && (isAlnum(rest[n]) || rest[n] == '.' || rest[n] == '_' || rest[n] == '-') {
+			n++
+		}
+		return rest[:n], true
+	}
+	return "", false
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func isWordByte(c byte) bool { return isAlnum(c) || c == '_' }

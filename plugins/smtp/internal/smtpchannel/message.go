@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"mime/quotedprintable"
 	"net/mail"
 	"net/textproto"
 	"strings"
@@ -50,7 +49,43 @@ type dkimSigning struct {
 
 // buildMessage turns m into an RFC 5322 message.
 func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, error) {
-	from, err := parseAddress("From", m.From)
+	var b builder
+	return b.build(m, now, sign)
+}
+
+// builder builds messages. It remembers what repeats from one message to
+// the next (the From and Reply-To addresses parsed and formatted, the Date
+// text) so a Send does that work once per worker, not once per message. One
+// goroutine uses a builder at a time.
+type builder struct {
+	from, replyTo addressCache
+	date          time.Time
+	dateText      string
+}
+
+// addressCache is the last address a field had, parsed and formatted.
+type addressCache struct {
+	raw  string
+	set  bool
+	addr *mail.Address
+	text string // addr.String()
+	err  error
+}
+
+func (c *addressCache) parse(field, raw string) (*mail.Address, string, error) {
+	if !c.set || c.raw != raw {
+		c.raw, c.set = raw, true
+		c.addr, c.err = parseAddress(field, raw)
+		c.text = ""
+		if c.err == nil {
+			c.text = formatAddress(c.addr)
+		}
+	}
+	return c.addr, c.text, c.err
+}
+
+func (b *builder) build(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, error) {
+	from, fromText, err := b.from.parse("From", m.From)
 	if err != nil {
 		return nil, err
 	}
@@ -58,9 +93,9 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 	if err != nil {
 		return nil, err
 	}
-	var replyTo *mail.Address
+	var replyText string
 	if m.ReplyTo != "" {
-		if replyTo, err = parseAddress("Reply-To", m.ReplyTo); err != nil {
+		if _, replyText, err = b.replyTo.parse("Reply-To", m.ReplyTo); err != nil {
 			return nil, err
 		}
 	}
@@ -69,23 +104,30 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 	}
 	_, domain, _ := strings.Cut(from.Address, "@")
 	sum := sha256.Sum256([]byte("cohort message-id\x00" + m.Key))
+	var id [2*16 + 2]byte
+	id[0] = '<'
+	hex.Encode(id[1:], sum[:16])
+	id[len(id)-1] = '@'
 	env := &envelope{
 		from:      from.Address,
 		to:        to.Address,
 		utf8:      !isASCII(from.Address) || !isASCII(to.Address),
-		messageID: "<" + hex.EncodeToString(sum[:16]) + "@" + domain + ">",
+		messageID: string(id[:]) + domain + ">",
+	}
+	if !b.date.Equal(now) || b.dateText == "" || b.date.Location() != now.Location() {
+		b.date, b.dateText = now, now.Format(time.RFC1123Z)
 	}
 
 	var buf bytes.Buffer
-	buf.Grow(len(m.Text) + len(m.HTML) + 1024)
+	buf.Grow(len(m.Text) + len(m.Text)/16 + len(m.HTML) + len(m.HTML)/16 + 1024)
 	h := headerWriter{b: &buf}
-	h.add("From", from.String())
-	h.add("To", to.String())
-	if replyTo != nil {
-		h.add("Reply-To", replyTo.String())
+	h.add("From", fromText)
+	h.add("To", formatAddress(to))
+	if m.ReplyTo != "" {
+		h.add("Reply-To", replyText)
 	}
 	h.add("Subject", encodeText(m.Subject))
-	h.add("Date", now.Format(time.RFC1123Z))
+	h.add("Date", b.dateText)
 	h.add("Message-ID", env.messageID)
 	h.add("X-Cohort-Key", encodeText(m.Key))
 	h.add("MIME-Version", "1.0")
@@ -108,11 +150,13 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 		return nil, h.err
 	}
 
-	var body bytes.Buffer
-	body.Grow(len(m.Text) + len(m.HTML) + 512)
+	// The content header fields come last; the body follows them in the
+	// same buffer.
 	switch {
 	case m.Text != "" && m.HTML != "":
-		mw := multipart.NewWriter(&body)
+		mw := multipart.NewWriter(&buf)
+		h.add("Content-Type", mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": mw.Boundary()}))
+		buf.WriteString("\r\n")
 		for _, part := range []struct{ typ, text string }{{"text/plain", m.Text}, {"text/html", m.HTML}} {
 			pw, err := mw.CreatePart(textproto.MIMEHeader{
 				"Content-Type":              {part.typ + "; charset=utf-8"},
@@ -128,21 +172,19 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 		if err := mw.Close(); err != nil {
 			return nil, fmt.Errorf("message %q: %w", m.Key, err)
 		}
-		body.WriteString("\r\n")
-		h.add("Content-Type", mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": mw.Boundary()}))
+		buf.WriteString("\r\n")
 	default:
 		typ, text := "text/plain", m.Text
 		if m.HTML != "" {
 			typ, text = "text/html", m.HTML
 		}
-		if err := writeQP(&body, text); err != nil {
-			return nil, fmt.Errorf("message %q: %w", m.Key, err)
-		}
 		h.add("Content-Type", typ+"; charset=utf-8")
 		h.add("Content-Transfer-Encoding", "quoted-printable")
+		buf.WriteString("\r\n")
+		if err := writeQP(&buf, text); err != nil {
+			return nil, fmt.Errorf("message %q: %w", m.Key, err)
+		}
 	}
-	buf.WriteString("\r\n")
-	buf.Write(body.Bytes())
 	env.data = buf.Bytes()
 
 	if sign != nil {
@@ -164,20 +206,147 @@ func buildMessage(m *sdk.Message, now time.Time, sign *dkimSigning) (*envelope, 
 	return env, nil
 }
 
+// writeQP writes body quoted-printable, as mime/quotedprintable's Writer
+// does, ending on a line break.
 func writeQP(w io.Writer, body string) error {
-	qp := quotedprintable.NewWriter(w)
-	if _, err := io.WriteString(qp, body); err != nil {
+	if buf, ok := w.(*bytes.Buffer); ok {
+		buf.Grow(len(body) + len(body)/16 + 2)
+		b := appendQP(buf.AvailableBuffer(), body)
+		_, err := buf.Write(b)
 		return err
 	}
-	if err := qp.Close(); err != nil {
-		return err
+	b := appendQP(make([]byte, 0, len(body)+len(body)/16+2), body)
+	_, err := w.Write(b)
+	return err
+}
+
+// appendQP appends body encoded quoted-printable exactly as
+// mime/quotedprintable's Writer (not Binary) encodes it, then a CRLF when
+// body is not empty and does not end on a line break, so the boundary or
+// the end follows one.
+func appendQP(b []byte, body string) []byte {
+	q := qpEncoder{b: b}
+	n := 0
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= '!' && c <= '~' && c != '=':
+			continue
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		}
+		if i > n {
+			q.write(body[n:i])
+		}
+		q.encode(body[i])
+		n = i + 1
 	}
-	// End the part on a line break so the boundary or the end follows one.
+	q.write(body[n:])
+	q.checkLastByte()
 	if body != "" && !strings.HasSuffix(body, "\n") {
-		_, err := io.WriteString(w, "\r\n")
-		return err
+		q.b = append(q.b, '\r', '\n')
 	}
-	return nil
+	return q.b
+}
+
+// qpMaxLine is quoted-printable's longest line, without CRLF.
+const qpMaxLine = 76
+
+// qpEncoder is mime/quotedprintable's Writer appending to b: line is the
+// length of the line being written (at the end of b), cr says the last
+// byte written was a CR.
+type qpEncoder struct {
+	b    []byte
+	line int
+	cr   bool
+}
+
+func (q *qpEncoder) write(p string) {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '\n' || c == '\r' {
+			if q.cr && c == '\n' {
+				q.cr = false
+				continue
+			}
+			if c == '\r' {
+				q.cr = true
+			}
+			q.checkLastByte()
+			q.b = append(q.b, '\r', '\n')
+			q.line = 0
+			continue
+		}
+		if q.line == qpMaxLine-1 {
+			q.softBreak()
+		}
+		q.b = append(q.b, c)
+		q.line++
+		q.cr = false
+	}
+}
+
+const qpHex = "0123456789ABCDEF"
+
+func (q *qpEncoder) encode(c byte) {
+	if qpMaxLine-1-q.line < 3 {
+		q.softBreak()
+	}
+	q.b = append(q.b, '=', qpHex[c>>4], qpHex[c&0x0f])
+	q.line += 3
+}
+
+// checkLastByte encodes a space or tab ending the line.
+func (q *qpEncoder) checkLastByte() {
+	if q.line == 0 {
+		return
+	}
+	if c := q.b[len(q.b)-1]; c == ' ' || c == '\t' {
+		q.b = q.b[:len(q.b)-1]
+		q.line--
+		q.encode(c)
+	}
+}
+
+func (q *qpEncoder) softBreak() {
+	q.b = append(q.b, '=', '\r', '\n')
+	q.line = 0
+}
+
+// formatAddress is a.String(), without its work for the common bare
+// address of ASCII dot-atoms, which it writes as <local@domain>.
+func formatAddress(a *mail.Address) string {
+	if a.Name == "" && isDotAtomAddress(a.Address) {
+		return "<" + a.Address + ">"
+	}
+	return a.String()
+}
+
+// isDotAtomAddress reports whether s is local@domain where both are
+// RFC 5322 dot-atoms of ASCII atext: no leading, trailing or double dots.
+// mail.ParseAddress returns such an address as it is, with no name.
+func isDotAtomAddress(s string) bool {
+	at := strings.IndexByte(s, '@')
+	return at > 0 && isDotAtom(s[:at]) && isDotAtom(s[at+1:])
+}
+
+func isDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if s[i-1] == '.' {
+				return false
+			}
+		case c <= ' ' || c >= 0x7f:
+			return false
+		case strings.IndexByte(`()<>[]:;@\,"`, c) >= 0:
+			return false
+		}
+	}
+	return true
 }
 
 func parseAddress(field, s string) (*mail.Address, error) {
@@ -186,6 +355,9 @@ func parseAddress(field, s string) (*mail.Address, error) {
 	}
 	if strings.ContainsAny(s, "\r\n") {
 		return nil, fmt.Errorf("%s address %q has a line break", field, s)
+	}
+	if isDotAtomAddress(s) {
+		return &mail.Address{Address: s}, nil
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil {

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohortd/cohort/plugins/smtp/smtpsink"
+	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
+)
+
+// BenchmarkPluginProcess sends messages shaped like the daemon's (a
+// rendered ~760-byte text, RFC 8058 headers, campaign metadata) through
+// the built plugin, launched as the daemon launches it, in Sends of 100
+// from 4 goroutines over 4 connections, and reports the CPU the plugin
+// process used per message.
+func BenchmarkPluginProcess(b *testing.B) {
+	const conns, batch, n = 4, 100, 10000
+	sink, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sink.Close() })
+	ch := sdktest.LaunchChannel(b, sdktest.BuildPlugin(b, "github.com/cohortd/cohort/plugins/smtp"))
+	cfg := fmt.Sprintf("host: 127.0.0.1\nport: %d\ntls: none\nhelo: bench.example.com\nconnections: %d\ntimeout: 30s\nmax_per_connection: 1000000\n",
+		sink.Port(), conns)
+	if _, err := ch.Configure(b.Context(), sdk.ConfigureRequest{Instance: "mail", Config: []byte(cfg)}); err != nil {
+		b.Fatal(err)
+	}
+	body := strings.Repeat("This is the body of a benchmark message, about as long as a short campaign.\n", 4)
+	msgs := make([]sdk.Message, n)
+	for i := range msgs {
+		k := strconv.Itoa(i)
+		u := "https://cohort.example.com/unsubscribe?t=" + strings.Repeat("x", 120) + k
+		msgs[i] = sdk.Message{
+			Key: "digest/enter/" + k + "/mail", CustomerID: "c" + k, To: "customer-" + k + "@example.com",
+			From: "Cohort News <news@example.com>", Subject: "Your weekly digest, Ada" + k,
+			Text: "Hello Ada" + k + ",\n\n" + body + "\n1 Main Street, Springfield\nUnsubscribe: " + u + "\n",
+			Headers: []sdk.Header{
+				{Name: "List-Unsubscribe", Values: []string{"<" + u + ">"}},
+				{Name: "List-Unsubscribe-Post", Values: []string{"List-Unsubscribe=One-Click"}},
+			},
+			Metadata: map[string]string{"campaign": "digest", "variant": "a"},
+		}
+	}
+	var cpu time.Duration
+	for b.Loop() {
+		sink.Reset()
+		c0 := childCPU()
+		var wg sync.WaitGroup
+		chunks := make(chan []sdk.Message)
+		for range conns {
+			wg.Go(func() {
+				for chunk := range chunks {
+					results, err := ch.Send(b.Context(), chunk)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for _, r := range results {
+						if r.Status != sdk.Accepted {
+							b.Errorf("%s: %v %s", r.Key, r.Status, r.Reason)
+						}
+					}
+				}
+			})
+		}
+		for chunk := range slices.Chunk(msgs, batch) {
+			chunks <- chunk
+		}
+		close(chunks)
+		wg.Wait()
+		cpu += childCPU() - c0
+		if sink.Accepted() != n {
+			b.Fatalf("sink accepted %d, want %d", sink.Accepted(), n)
+		}
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*n), "plugin-µs/msg")
+
+	// The baseline's client runs in a child process too, so its CPU is
+	// measured alone.
+	bare, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = bare.Close() })
+	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestBareSendHelper$")
+	cmd.Env = append(os.Environ(), "COHORT_BARE_SEND_ADDR="+bare.Addr(), "COHORT_BARE_SEND_N="+strconv.Itoa(n))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("bare send: %v\n%s", err, out)
+	}
+	bareCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	b.ReportMetric(float64(bareCPU.Microseconds())/float64(n), "bare-µs/msg")
+}
+
+// TestBareSendHelper is the child process of BenchmarkPluginProcess's
+// baseline: smtpsink.BareSend over 4 connections.
+func TestBareSendHelper(t *testing.T) {
+	addr := os.Getenv("COHORT_BARE_SEND_ADDR")
+	if addr == "" {
+		t.Skip("run by BenchmarkPluginProcess")
+	}
+	n, _ := strconv.Atoi(os.Getenv("COHORT_BARE_SEND_N"))
+	if _, err := smtpsink.BareSend(t.Context(), addr, n, 4); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// childCPU is the CPU time used so far by this process's child processes
+// (the plugin), read from /proc; zero where it cannot be read.
+func childCPU() time.Duration {
+	var total time.Duration
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, pid := range strings.Fields(string(data)) {
+			stat, err := os.ReadFile("/proc/" + pid + "/stat")
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			if len(f) < 13 {
+				continue
+			}
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			total += time.Duration(u+s) * 10 * time.Millisecond
+		}
+	}
+	return total
+}
