@@ -47,6 +47,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -149,17 +150,23 @@ func (c *Channel) Send(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, e
 	now := c.now()
 	results := make([]sdk.Result, len(msgs))
 	touched := make([]bool, len(msgs))
-	next := make(chan int, len(msgs))
-	for i := range msgs {
-		next <- i
-	}
-	close(next)
+	// Each worker keeps the connection it got for the messages it takes,
+	// so a Send hands connections around once, not once per message.
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(len(msgs), st.s.Connections) {
 		wg.Go(func() {
 			var b builder
-			for i := range next {
-				results[i], touched[i] = st.sendOne(ctx, &b, &msgs[i], now)
+			var cn *conn
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(msgs) {
+					break
+				}
+				results[i], touched[i] = st.sendOne(ctx, &b, &cn, &msgs[i], now)
+			}
+			if cn != nil {
+				st.pool.put(cn, true)
 			}
 		})
 	}
@@ -180,9 +187,10 @@ func retryable(key, reason string, after time.Duration) sdk.Result {
 	return sdk.Result{Key: key, Status: sdk.Retryable, Reason: reason, RetryAfter: after}
 }
 
-// sendOne sends one message. touched says whether any of it reached the
-// relay (a MAIL command at least).
-func (st *state) sendOne(ctx context.Context, b *builder, m *sdk.Message, now time.Time) (sdk.Result, bool) {
+// sendOne sends one message on *held, or on a connection from the pool
+// that it leaves in *held while it can carry more. touched says whether
+// any of the message reached the relay (a MAIL command at least).
+func (st *state) sendOne(ctx context.Context, b *builder, held **conn, m *sdk.Message, now time.Time) (sdk.Result, bool) {
 	if err := ctx.Err(); err != nil {
 		return retryable(m.Key, "not sent: "+err.Error(), 0), false
 	}
@@ -192,15 +200,25 @@ func (st *state) sendOne(ctx context.Context, b *builder, m *sdk.Message, now ti
 		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}, false
 	}
 	for attempt := 0; ; attempt++ {
-		cn, err := st.pool.get(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return retryable(m.Key, "not sent: "+err.Error(), 0), false
+		cn := *held
+		if cn != nil {
+			cn.reused = true // it carried the previous message
+		} else {
+			cn, err = st.pool.get(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return retryable(m.Key, "not sent: "+err.Error(), 0), false
+				}
+				return retryable(m.Key, "not sent: "+err.Error(), retryAfter), false
 			}
-			return retryable(m.Key, "not sent: "+err.Error(), retryAfter), false
 		}
 		tx := transact(ctx, cn, env)
-		st.pool.put(cn, tx.healthy)
+		if tx.healthy && cn.sent < st.s.MaxPerConnection {
+			*held = cn
+		} else {
+			*held = nil
+			st.pool.put(cn, tx.healthy)
+		}
 		if tx.stale && cn.reused && attempt == 0 && ctx.Err() == nil {
 			continue // an idle connection the relay had closed: nothing was sent
 		}
