@@ -261,9 +261,10 @@ type qpEncoder struct {
 }
 
 func (q *qpEncoder) write(p string) {
-	for i := 0; i < len(p); i++ {
+	for i := 0; i < len(p); {
 		c := p[i]
 		if c == '\n' || c == '\r' {
+			i++
 			if q.cr && c == '\n' {
 				q.cr = false
 				continue
@@ -276,11 +277,21 @@ func (q *qpEncoder) write(p string) {
 			q.line = 0
 			continue
 		}
-		if q.line == qpMaxLine-1 {
-			q.softBreak()
+		// A run of bytes up to the next line break goes in as it is, with
+		// a soft line break where a line is full.
+		j := i + 1
+		for j < len(p) && p[j] != '\n' && p[j] != '\r' {
+			j++
 		}
-		q.b = append(q.b, c)
-		q.line++
+		for i < j {
+			if q.line == qpMaxLine-1 {
+				q.softBreak()
+			}
+			k := min(j-i, qpMaxLine-1-q.line)
+			q.b = append(q.b, p[i:i+k]...)
+			q.line += k
+			i += k
+		}
 		q.cr = false
 	}
 }
@@ -412,9 +423,10 @@ type headerWriter struct {
 }
 
 func (h *headerWriter) add(name, value string) {
-	line := name + ": " + value
-	if len(line) <= foldAt {
-		h.b.WriteString(line)
+	if len(name)+2+len(value) <= foldAt {
+		h.b.WriteString(name)
+		h.b.WriteString(": ")
+		h.b.WriteString(value)
 		h.b.WriteString("\r\n")
 		return
 	}
