@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -330,6 +331,62 @@ func (tx *Tx) DueOutbox(channel string, now time.Time, limit int) ([]OutboxRow, 
 	return rows, nil
 }
 
+// Due is a due outbox row as a dispatcher claims it: the columns sending
+// needs, and the customer's stored traits read in the same query.
+type Due struct {
+	ID         int64
+	Key        string
+	Campaign   string
+	CustomerID string
+	Kind       string
+	Arm        string
+	Attempts   int
+	// Traits is the customer's stored traits (JSON), nil when the customer
+	// no longer exists.
+	Traits []byte
+}
+
+// DueForClaim is DueOutbox for a claim: the same rows in the same order
+// (locked FOR UPDATE SKIP LOCKED on PostgreSQL), each with only what a
+// dispatcher reads and with its customer's traits.
+func (tx *Tx) DueForClaim(channel string, now time.Time, limit int) ([]Due, error) {
+	q := qDueSQLite
+	if tx.dialect == Postgres {
+		q = qDuePostgres
+	}
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, channel, now.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: due rows of %q: %w", channel, err)
+	}
+	defer rows.Close()
+	out := make([]Due, 0, limit)
+	for rows.Next() {
+		var (
+			d   Due
+			att int64
+		)
+		if err := rows.Scan(&d.ID, &d.Key, &d.Campaign, &d.CustomerID, &d.Kind, &d.Arm, &att, &d.Traits); err != nil {
+			return nil, fmt.Errorf("storage: due rows of %q: %w", channel, err)
+		}
+		d.Attempts = int(att)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: due rows of %q: %w", channel, err)
+	}
+	return out, nil
+}
+
+const qDue = `SELECT o.id, o.key, o.campaign, o.customer_id, o.kind, o.arm, o.attempts, c.traits
+	FROM outbox o LEFT JOIN customers c ON c.id = o.customer_id
+	WHERE o.channel = ? AND o.state = 'pending' AND o.not_before_ms <= ?
+	ORDER BY o.not_before_ms, o.id LIMIT ?`
+
+var (
+	qDueSQLite   = qDue
+	qDuePostgres = pgPlaceholders(qDue + ` FOR UPDATE OF o SKIP LOCKED`)
+)
+
 // LockContacts takes a per-recipient transaction lock for each customer on a
 // channel kind (PostgreSQL advisory locks, in a fixed order so two claims
 // cannot deadlock), so frequency caps counted next cannot be passed by two
@@ -352,7 +409,7 @@ func (tx *Tx) LockContacts(kind string, ids []string) error {
 		}
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	if err := tx.g.Exec(`SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k ORDER BY k`, pgInt8Array(keys)).Error; err != nil {
+	if _, err := tx.pool().ExecContext(tx.ctx(), `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k`, pgInt8Array(keys)); err != nil {
 		return fmt.Errorf("storage: lock recipients: %w", err)
 	}
 	return nil
@@ -366,8 +423,13 @@ func (tx *Tx) RecentContacts(kind string, ids []string, since time.Time) (map[st
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := tx.g.Raw(`SELECT customer_id, claimed_ms FROM outbox WHERE customer_id IN ? AND kind = ?
-		AND claimed_ms >= ? AND state IN ('sent', 'sending', 'unknown')`, ids, kind, since.UnixMilli()).Rows()
+	q := `SELECT customer_id, claimed_ms FROM outbox WHERE customer_id IN (SELECT value FROM json_each(?)) AND kind = ?
+		AND claimed_ms >= ? AND state IN ('sent', 'sending', 'unknown')`
+	if tx.dialect == Postgres {
+		q = `SELECT customer_id, claimed_ms FROM outbox WHERE customer_id = ANY($1::text[]) AND kind = $2
+		AND claimed_ms >= $3 AND state IN ('sent', 'sending', 'unknown')`
+	}
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, tx.textList(ids), kind, since.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("storage: recent contacts: %w", err)
 	}
@@ -391,8 +453,13 @@ func (tx *Tx) ConsentsOf(ids []string) (map[string][]Consent, error) {
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := tx.g.Raw(`SELECT seq, customer_id, kind, status, time_ms, source, basis FROM consents
-		WHERE customer_id IN ? ORDER BY time_ms, seq`, ids).Rows()
+	q := `SELECT seq, customer_id, kind, status, time_ms, source, basis FROM consents
+		WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY time_ms, seq`
+	if tx.dialect == Postgres {
+		q = `SELECT seq, customer_id, kind, status, time_ms, source, basis FROM consents
+		WHERE customer_id = ANY($1::text[]) ORDER BY time_ms, seq`
+	}
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, tx.textList(ids))
 	if err != nil {
 		return nil, fmt.Errorf("storage: consents: %w", err)
 	}
@@ -453,8 +520,13 @@ func (tx *Tx) Suppressions(kind string, hashes []string) (map[string]Suppression
 	if len(hashes) == 0 {
 		return out, nil
 	}
-	rows, err := tx.g.Raw(`SELECT kind, hash, reason, source, created_ms FROM suppressions
-		WHERE kind IN ? AND hash IN ?`, []string{kind, "all"}, hashes).Rows()
+	q := `SELECT kind, hash, reason, source, created_ms FROM suppressions
+		WHERE kind IN (?, 'all') AND hash IN (SELECT value FROM json_each(?))`
+	if tx.dialect == Postgres {
+		q = `SELECT kind, hash, reason, source, created_ms FROM suppressions
+		WHERE kind IN ($1, 'all') AND hash = ANY($2::text[])`
+	}
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, kind, tx.textList(hashes))
 	if err != nil {
 		return nil, fmt.Errorf("storage: suppressions: %w", err)
 	}
@@ -501,9 +573,13 @@ func (tx *Tx) Claim(ids []int64, token string, now, leaseUntil time.Time) ([]int
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	var got []int64
-	err := tx.g.Raw(`UPDATE outbox SET state = 'sending', lease_token = ?, lease_until_ms = ?, claimed_ms = ?, attempts = attempts + 1
-		WHERE id IN ? AND state = 'pending' RETURNING id`, token, leaseUntil.UnixMilli(), now.UnixMilli(), ids).Scan(&got).Error
+	q := `UPDATE outbox SET state = 'sending', lease_token = ?, lease_until_ms = ?, claimed_ms = ?, attempts = attempts + 1
+		WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending' RETURNING id`
+	if tx.dialect == Postgres {
+		q = `UPDATE outbox SET state = 'sending', lease_token = $1, lease_until_ms = $2, claimed_ms = $3, attempts = attempts + 1
+		WHERE id = ANY($4::bigint[]) AND state = 'pending' RETURNING id`
+	}
+	got, err := tx.ids(q, token, leaseUntil.UnixMilli(), now.UnixMilli(), tx.intList(ids))
 	if err != nil {
 		return nil, fmt.Errorf("storage: claim: %w", err)
 	}
@@ -515,9 +591,13 @@ func (tx *Tx) Defer(ids []int64, notBefore time.Time, reason string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := tx.g.Exec(`UPDATE outbox SET not_before_ms = ?, deferrals = deferrals + 1, defer_reason = ?
-		WHERE id IN ? AND state = 'pending'`, notBefore.UnixMilli(), reason, ids).Error
-	if err != nil {
+	q := `UPDATE outbox SET not_before_ms = ?, deferrals = deferrals + 1, defer_reason = ?
+		WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'`
+	if tx.dialect == Postgres {
+		q = `UPDATE outbox SET not_before_ms = $1, deferrals = deferrals + 1, defer_reason = $2
+		WHERE id = ANY($3::bigint[]) AND state = 'pending'`
+	}
+	if _, err := tx.pool().ExecContext(tx.ctx(), q, notBefore.UnixMilli(), reason, tx.intList(ids)); err != nil {
 		return fmt.Errorf("storage: defer: %w", err)
 	}
 	return nil
@@ -529,9 +609,11 @@ func (tx *Tx) Finish(ids []int64, state, reason string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := tx.g.Exec(`UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE id IN ? AND state = 'pending'`,
-		state, reason, now.UnixMilli(), ids).Error
-	if err != nil {
+	q := `UPDATE outbox SET state = ?, reason = ?, done_ms = ? WHERE id IN (SELECT value FROM json_each(?)) AND state = 'pending'`
+	if tx.dialect == Postgres {
+		q = `UPDATE outbox SET state = $1, reason = $2, done_ms = $3 WHERE id = ANY($4::bigint[]) AND state = 'pending'`
+	}
+	if _, err := tx.pool().ExecContext(tx.ctx(), q, state, reason, now.UnixMilli(), tx.intList(ids)); err != nil {
 		return fmt.Errorf("storage: finish: %w", err)
 	}
 	return nil
@@ -563,66 +645,88 @@ func (db *DB) Complete(ctx context.Context, cs []Completion, now time.Time) ([]i
 		return applied, nil
 	}
 	err := db.Tx(ctx, func(tx *Tx) error {
-		applied = applied[:0]
-		for lo := 0; lo < len(cs); lo += completeChunk {
-			part := cs[lo:min(lo+completeChunk, len(cs))]
-			var (
-				q    string
-				args []any
-			)
-			if db.dialect == Postgres {
-				n := len(part)
-				ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-				tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-				for i, c := range part {
-					ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
-					if c.State != OutboxPending {
-						dones[i] = now.UnixMilli()
-					}
-					if c.Uncounted {
-						decs[i] = 1
-					}
-				}
-				q = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-					lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
-					FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
-					WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
-				args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
-			} else {
-				var b strings.Builder
-				b.WriteString(`WITH v(id, token, state, pid, reason, nb, done, dec) AS (VALUES `)
-				args = make([]any, 0, 8*len(part))
-				for i, c := range part {
-					if i > 0 {
-						b.WriteString(",")
-					}
-					b.WriteString("(?,?,?,?,?,?,?,?)")
-					done := now.UnixMilli()
-					if c.State == OutboxPending {
-						done = 0
-					}
-					args = append(args, c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore), done, boolInt(c.Uncounted))
-				}
-				b.WriteString(`) UPDATE outbox SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-					lease_token = '', lease_until_ms = 0, attempts = outbox.attempts - v.dec
-					FROM v WHERE outbox.id = v.id AND outbox.lease_token = v.token AND outbox.state = 'sending' RETURNING outbox.id`)
-				q = b.String()
-			}
-			var got []int64
-			if err := tx.g.Raw(q, args...).Scan(&got).Error; err != nil {
-				return err
-			}
-			applied = append(applied, got...)
-		}
-		return nil
+		var err error
+		applied, err = tx.Complete(cs, now)
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("storage: complete: %w", err)
+		return nil, err
 	}
 	return applied, nil
 }
 
-// completeChunk is completions per UPDATE (8 parameters each on SQLite).
+// Complete is DB.Complete inside a transaction (a dispatcher records a
+// batch's outcomes in the transaction claiming its next batch).
+func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
+	applied := make([]int64, 0, len(cs))
+	for lo := 0; lo < len(cs); lo += completeChunk {
+		part := cs[lo:min(lo+completeChunk, len(cs))]
+		var (
+			q    string
+			args []any
+		)
+		if tx.dialect == Postgres {
+			n := len(part)
+			ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+			tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+			for i, c := range part {
+				ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
+				if c.State != OutboxPending {
+					dones[i] = now.UnixMilli()
+				}
+				if c.Uncounted {
+					decs[i] = 1
+				}
+			}
+			q = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
+				lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
+				FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
+				WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
+			args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
+		} else {
+			// One JSON parameter of [id, token, state, provider id,
+			// reason, not_before, done, uncounted] rows: the driver
+			// compiles the statement at every call, so its text stays
+			// short whatever the number of rows.
+			b := make([]byte, 0, 64*len(part))
+			b = append(b, '[')
+			for i, c := range part {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				done := now.UnixMilli()
+				if c.State == OutboxPending {
+					done = 0
+				}
+				b = append(b, '[')
+				b = strconv.AppendInt(b, c.ID, 10)
+				for _, str := range [...]string{c.Token, c.State, c.ProviderID, c.Reason} {
+					b = append(b, ',')
+					b = appendJSONString(b, str)
+				}
+				for _, n := range [...]int64{timeMS(c.NotBefore), done, int64(boolInt(c.Uncounted))} {
+					b = append(b, ',')
+					b = strconv.AppendInt(b, n, 10)
+				}
+				b = append(b, ']')
+			}
+			b = append(b, ']')
+			q = `UPDATE outbox SET state = v.value->>2, provider_id = v.value->>3, reason = v.value->>4, not_before_ms = v.value->>5,
+				done_ms = v.value->>6, lease_token = '', lease_until_ms = 0, attempts = outbox.attempts - (v.value->>7)
+				FROM json_each(?) AS v WHERE outbox.id = v.value->>0 AND outbox.lease_token = v.value->>1 AND outbox.state = 'sending'
+				RETURNING outbox.id`
+			args = []any{string(b)}
+		}
+		got, err := tx.ids(q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: complete: %w", err)
+		}
+		applied = append(applied, got...)
+	}
+	return applied, nil
+}
+
+// completeChunk is completions per UPDATE.
 const completeChunk = 500
 
 // ExpiredLeases returns sending rows whose lease ended before now (their
@@ -1064,5 +1168,112 @@ func pgTextArray(ss []string) string {
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')
+	return b.String()
+}
+
+// pool is the transaction's connection, for statements sent to the driver
+// directly (hot paths skip gorm's statement building and reflection); their
+// placeholders are the dialect's (? on SQLite, $n on PostgreSQL).
+func (tx *Tx) pool() gorm.ConnPool { return tx.g.Statement.ConnPool }
+
+func (tx *Tx) ctx() context.Context { return tx.g.Statement.Context }
+
+// ids runs a statement returning one integer column.
+func (tx *Tx) ids(q string, args ...any) ([]int64, error) {
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// textList is a list of strings as one parameter: a JSON array for
+// SQLite's json_each, a text[] literal for PostgreSQL's ANY. One parameter
+// keeps the statement's text the same for any number of values.
+func (tx *Tx) textList(ss []string) string {
+	if tx.dialect == Postgres {
+		return pgTextArray(ss)
+	}
+	b := make([]byte, 0, 2+len(ss)*24)
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return string(append(b, ']'))
+}
+
+// intList is textList for integers.
+func (tx *Tx) intList(ns []int64) string {
+	if tx.dialect == Postgres {
+		return pgInt8Array(ns)
+	}
+	b := make([]byte, 0, 2+len(ns)*8)
+	b = append(b, '[')
+	for i, n := range ns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	return string(append(b, ']'))
+}
+
+// appendJSONString appends s as a JSON string. Bytes from 0x80 up are
+// copied as they are, so SQLite's JSON functions give back the exact text
+// bound.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\r':
+			b = append(b, '\\', 'r')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// pgPlaceholders rewrites ? placeholders as PostgreSQL's $1, $2, ... (the
+// statement must have no ? elsewhere).
+func pgPlaceholders(q string) string {
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] != '?' {
+			b.WriteByte(q[i])
+			continue
+		}
+		n++
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(n))
+	}
 	return b.String()
 }

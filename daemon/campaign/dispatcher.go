@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	mrand "math/rand/v2"
 	"sort"
@@ -13,7 +14,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/cohortd/cohort/daemon/ingest"
 	"github.com/cohortd/cohort/daemon/message"
 	"github.com/cohortd/cohort/daemon/unsubscribe"
 	"github.com/cohortd/cohort/rules"
@@ -39,14 +39,24 @@ func newDispatcher(e *Engine, ch *Channel) *dispatcher {
 
 func (d *dispatcher) loop(ctx context.Context) {
 	wake := d.e.wake[d.ch.Name]
+	// sent is the last batch's outcomes while they wait to be recorded in
+	// the transaction claiming the next batch, right after the call: one
+	// transaction instead of two, with the outcomes written as early as a
+	// transaction of their own would write them. Its rows stay sending
+	// until that commit, and the commit that settles them is the one that
+	// claims the next batch, so a worker never holds more than one batch.
+	var sent *batch
 	for ctx.Err() == nil {
-		n, err := d.once(ctx)
+		n, next, err := d.step(ctx, sent)
+		sent = next
 		if err != nil && ctx.Err() == nil {
 			d.e.log.Error("dispatch failed; retrying", "channel", d.ch.Name, "err", err)
 		}
-		if n > 0 && err == nil {
+		if n > 0 && err == nil && ctx.Err() == nil {
 			continue
 		}
+		d.flush(ctx, sent)
+		sent = nil
 		t := time.NewTimer(d.e.opt.Poll)
 		select {
 		case <-ctx.Done():
@@ -55,33 +65,53 @@ func (d *dispatcher) loop(ctx context.Context) {
 		}
 		t.Stop()
 	}
+	d.flush(ctx, sent)
 }
 
 // claimed is a row this dispatcher holds a lease on, with what rendering
 // needs.
 type claimed struct {
-	row    storage.OutboxRow
+	row    storage.Due
 	traits map[string]sdk.Value
 	to     string
+}
+
+// batch is a sent batch's outcomes, to be recorded.
+type batch struct {
+	rows  []claimed
+	comps []storage.Completion
 }
 
 // once claims one batch, sends it and records the outcomes. It returns how
 // many rows it claimed or settled.
 func (d *dispatcher) once(ctx context.Context) (int, error) {
+	n, sent, err := d.step(ctx, nil)
+	d.flush(ctx, sent)
+	return n, err
+}
+
+// step records prev's outcomes (in the claim's transaction when it claims),
+// claims one batch and sends it. It returns how many rows it claimed or
+// settled, and the sent batch's outcomes, not yet recorded.
+func (d *dispatcher) step(ctx context.Context, prev *batch) (int, *batch, error) {
 	if d.ch.Ready != nil && !d.ch.Ready() {
-		return 0, nil
+		d.flush(ctx, prev)
+		return 0, nil, nil
 	}
 	// With a rate limit, a claim takes at most the tokens available (one
 	// at least, waited for), so no lease is held while waiting for more.
 	limit := d.batch
 	if d.limiter != nil {
+		// Outcomes are not held back while waiting for tokens.
+		d.flush(ctx, prev)
+		prev = nil
 		if err := d.limiter.Wait(ctx); err != nil {
-			return 0, nil
+			return 0, nil, nil
 		}
 		limit = min(d.batch, 1+int(d.limiter.Tokens()))
 	}
 	token := newToken()
-	rows, settled, err := d.claim(ctx, token, limit)
+	rows, settled, err := d.claimAfter(ctx, token, limit, prev)
 	if d.limiter != nil {
 		if n := len(rows) - 1; n > 0 {
 			if r := d.limiter.ReserveN(time.Now(), n); r.OK() {
@@ -90,10 +120,9 @@ func (d *dispatcher) once(ctx context.Context) (int, error) {
 		}
 	}
 	if err != nil || len(rows) == 0 {
-		return settled, err
+		return settled, nil, err
 	}
-	d.send(ctx, rows, token)
-	return len(rows) + settled, nil
+	return len(rows) + settled, d.send(ctx, rows, token), nil
 }
 
 func newToken() string {
@@ -106,12 +135,21 @@ func newToken() string {
 // send-time policies to each: blocked rows are skipped, capped and quiet
 // rows deferred, the rest move to sending under this lease.
 func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]claimed, int, error) {
+	return d.claimAfter(ctx, token, limit, nil)
+}
+
+// claimAfter is claim recording prev's outcomes first in the same
+// transaction. When that transaction fails, prev's outcomes are recorded
+// on their own.
+func (d *dispatcher) claimAfter(ctx context.Context, token string, limit int, prev *batch) ([]claimed, int, error) {
 	e := d.e
 	pl := e.plan.Load()
 	pol := pl.set.Policies()[d.ch.Kind]
+	capped := pol != nil && pol.Cap != nil
 	var (
 		out     []claimed
 		settled int
+		applied []int64
 	)
 	type deferral struct {
 		at     time.Time
@@ -120,54 +158,65 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 	var (
 		finish map[string][]int64
 		defers map[deferral][]int64
-		rowOf  map[int64]storage.OutboxRow
+		rowOf  map[int64]*storage.Due
 	)
 	var now time.Time
 	err := e.db.WriteTx(ctx, func(tx *storage.Tx) error {
 		// The clock is read once the write lock is held: claim times and
 		// leases start now, not before a wait for the lock.
 		now = e.opt.Now()
-		out, settled = out[:0], 0
-		finish, defers = map[string][]int64{}, map[deferral][]int64{}
-		rows, err := tx.DueOutbox(d.ch.Name, now, limit)
-		rowOf = make(map[int64]storage.OutboxRow, len(rows))
-		for _, r := range rows {
-			rowOf[r.ID] = r
+		out, settled, applied = out[:0], 0, nil
+		finish, defers = nil, nil
+		if prev != nil && len(prev.comps) > 0 {
+			var err error
+			if applied, err = tx.Complete(prev.comps, now); err != nil {
+				return err
+			}
 		}
+		rows, err := tx.DueForClaim(d.ch.Name, now, limit)
 		if err != nil || len(rows) == 0 {
 			return err
 		}
+		rowOf = make(map[int64]*storage.Due, len(rows))
 		ids := make([]string, 0, len(rows))
-		for _, r := range rows {
-			ids = append(ids, r.CustomerID)
+		for i := range rows {
+			rowOf[rows[i].ID] = &rows[i]
+			ids = append(ids, rows[i].CustomerID)
 		}
 		ids = uniq(ids)
-		if err := tx.LockContacts(d.ch.Kind, ids); err != nil {
-			return err
-		}
-		custs, err := tx.CustomersByID(ids)
-		if err != nil {
-			return err
+		if capped {
+			// The per-recipient locks serialize cap counting across
+			// daemons; without a cap there is nothing to count.
+			if err := tx.LockContacts(d.ch.Kind, ids); err != nil {
+				return err
+			}
 		}
 		consents, err := tx.ConsentsOf(ids)
 		if err != nil {
 			return err
 		}
-		traits := make(map[string]map[string]sdk.Value, len(custs))
-		recips := make(map[string]*Recipient, len(custs))
+		traits := make(map[string]map[string]sdk.Value, len(ids))
+		recips := make(map[string]*Recipient, len(ids))
 		hashes := make([]string, 0, 2*len(ids))
-		for id, c := range custs {
-			vals, _, err := ingest.TraitsFromJSON(c.Traits, e.opt.Traits)
+		for i := range rows {
+			r := &rows[i]
+			if r.Traits == nil {
+				continue
+			}
+			if _, ok := recips[r.CustomerID]; ok {
+				continue
+			}
+			vals, err := storedTraits(r.Traits, e.opt.Traits)
 			if err != nil {
 				vals = map[string]sdk.Value{}
 			}
-			traits[id] = vals
-			r := &Recipient{ID: id, Kind: d.ch.Kind, Consents: consents[id], Address: Address(e.opt.Contacts, d.ch.Kind, vals),
+			traits[r.CustomerID] = vals
+			rc := &Recipient{ID: r.CustomerID, Kind: d.ch.Kind, Consents: consents[r.CustomerID], Address: Address(e.opt.Contacts, d.ch.Kind, vals),
 				Location: Location(e.opt.Contacts, e.opt.Location, vals)}
-			recips[id] = r
-			hashes = append(hashes, CustomerHash(id))
-			if r.Address != "" {
-				hashes = append(hashes, AddressHash(r.Address))
+			recips[r.CustomerID] = rc
+			hashes = append(hashes, CustomerHash(r.CustomerID))
+			if rc.Address != "" {
+				hashes = append(hashes, AddressHash(rc.Address))
 			}
 		}
 		sup, err := tx.Suppressions(d.ch.Kind, hashes)
@@ -178,7 +227,7 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 			s, ok := sup[h]
 			return s.Reason, ok
 		}
-		if pol != nil && pol.Cap != nil {
+		if capped {
 			// Any recipient's window starts at most Days+1 days back in UTC.
 			recent, err := tx.RecentContacts(d.ch.Kind, ids, now.AddDate(0, 0, -pol.Cap.Days-1))
 			if err != nil {
@@ -188,40 +237,39 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 				r.Recent = recent[id]
 			}
 		}
-		var take []int64
-		byID := map[int64]claimed{}
-		for _, r := range rows {
+		take := make([]int64, 0, len(rows))
+		byID := make(map[int64]claimed, len(rows))
+		for i := range rows {
+			r := &rows[i]
 			c := pl.set.Campaign(r.Campaign)
 			switch {
 			case c == nil:
-				finish[ReasonNoCampaign] = append(finish[ReasonNoCampaign], r.ID)
+				finish = addTo(finish, ReasonNoCampaign, r.ID)
 				continue
 			case c.Status == rules.StatusEnded:
-				finish[ReasonEnded] = append(finish[ReasonEnded], r.ID)
+				finish = addTo(finish, ReasonEnded, r.ID)
 				continue
 			case c.Status == rules.StatusPaused:
-				k := deferral{now.Add(time.Minute), ReasonPaused}
-				defers[k] = append(defers[k], r.ID)
+				defers = addTo(defers, deferral{now.Add(time.Minute), ReasonPaused}, r.ID)
 				continue
 			}
 			rc, ok := recips[r.CustomerID]
 			if !ok {
-				finish["customer deleted"] = append(finish["customer deleted"], r.ID)
+				finish = addTo(finish, "customer deleted", r.ID)
 				continue
 			}
 			switch v := Check(*rc, e.opt.Messages.Consent, suppressed, pol, now); {
 			case v.Skip != "":
-				finish[v.Skip] = append(finish[v.Skip], r.ID)
+				finish = addTo(finish, v.Skip, r.ID)
 				continue
 			case v.Defer != "":
-				k := deferral{v.Until, v.Defer}
-				defers[k] = append(defers[k], r.ID)
+				defers = addTo(defers, deferral{v.Until, v.Defer}, r.ID)
 				continue
 			}
 			// A later row of the same customer in this batch counts this one.
 			rc.Recent = append(rc.Recent, now)
 			take = append(take, r.ID)
-			byID[r.ID] = claimed{row: r, traits: traits[r.CustomerID], to: rc.Address}
+			byID[r.ID] = claimed{row: *r, traits: traits[r.CustomerID], to: rc.Address}
 		}
 		for why, ids := range finish {
 			if err := tx.Finish(ids, storage.OutboxSkipped, why, now); err != nil {
@@ -240,15 +288,18 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 			return err
 		}
 		sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+		out = make([]claimed, 0, len(got))
 		for _, id := range got {
-			c := byID[id]
-			c.row.State, c.row.LeaseToken = storage.OutboxSending, token
-			out = append(out, c)
+			out = append(out, byID[id])
 		}
 		return nil
 	})
 	if err != nil {
+		d.flush(ctx, prev)
 		return nil, 0, err
+	}
+	if prev != nil {
+		d.record(prev, applied)
 	}
 	for why, ids := range finish {
 		for _, id := range ids {
@@ -258,25 +309,38 @@ func (d *dispatcher) claim(ctx context.Context, token string, limit int) ([]clai
 				"customer", r.CustomerID, "key", r.Key, "reason", why)
 		}
 	}
+	debug := e.log.Enabled(ctx, slog.LevelDebug)
 	for k, ids := range defers {
 		for _, id := range ids {
 			r := rowOf[id]
 			e.m.deferred.WithLabelValues(r.Campaign, d.ch.Name, k.reason).Inc()
-			e.log.Debug("message deferred", "campaign", r.Campaign, "variant", r.Arm, "channel", d.ch.Name,
-				"customer", r.CustomerID, "key", r.Key, "reason", k.reason, "not_before", k.at.UTC())
+			if debug {
+				e.log.Debug("message deferred", "campaign", r.Campaign, "variant", r.Arm, "channel", d.ch.Name,
+					"customer", r.CustomerID, "key", r.Key, "reason", k.reason, "not_before", k.at.UTC())
+			}
 		}
 	}
 	return out, settled, nil
 }
 
-// send renders and sends claimed rows and records their outcomes.
-func (d *dispatcher) send(ctx context.Context, rows []claimed, token string) {
+// addTo appends id to m[k], making m when nil.
+func addTo[K comparable](m map[K][]int64, k K, id int64) map[K][]int64 {
+	if m == nil {
+		m = map[K][]int64{}
+	}
+	m[k] = append(m[k], id)
+	return m
+}
+
+// send renders and sends claimed rows and returns their outcomes, not yet
+// recorded.
+func (d *dispatcher) send(ctx context.Context, rows []claimed, token string) *batch {
 	e := d.e
 	pl := e.plan.Load()
 	now := e.opt.Now()
 	msgs := make([]sdk.Message, 0, len(rows))
 	byKey := make(map[string]*claimed, len(rows))
-	var comps []storage.Completion
+	comps := make([]storage.Completion, 0, len(rows))
 	for i := range rows {
 		c := &rows[i]
 		byKey[c.row.Key] = c
@@ -293,15 +357,24 @@ func (d *dispatcher) send(ctx context.Context, rows []claimed, token string) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.ch.Timeout+5*time.Second)
 		results, err := d.ch.Send(cctx, msgs)
 		cancel()
-		comps = append(comps, d.outcomes(msgs, byKey, results, err, token)...)
+		comps = d.outcomes(comps, msgs, byKey, results, err, token)
 	}
-	applied, err := e.db.Complete(context.WithoutCancel(ctx), comps, e.opt.Now())
-	if err != nil {
-		e.log.Error("outcomes not recorded; the rows stay sending until their leases end and are then reported unknown",
-			"channel", d.ch.Name, "rows", len(comps), "err", err)
+	return &batch{rows: rows, comps: comps}
+}
+
+// flush records a sent batch's outcomes in a transaction of their own.
+func (d *dispatcher) flush(ctx context.Context, b *batch) {
+	if b == nil || len(b.comps) == 0 {
 		return
 	}
-	d.record(comps, applied, byKey)
+	e := d.e
+	applied, err := e.db.Complete(context.WithoutCancel(ctx), b.comps, e.opt.Now())
+	if err != nil {
+		e.log.Error("outcomes not recorded; the rows stay sending until their leases end and are then reported unknown",
+			"channel", d.ch.Name, "rows", len(b.comps), "err", err)
+		return
+	}
+	d.record(b, applied)
 }
 
 // compose renders one message.
@@ -332,11 +405,10 @@ func (e *Engine) compose(pl *plan, c *claimed, now time.Time) (sdk.Message, erro
 	return m, nil
 }
 
-// outcomes maps a Send's answer to completions.
-func (d *dispatcher) outcomes(msgs []sdk.Message, byKey map[string]*claimed, results []sdk.Result, callErr error, token string) []storage.Completion {
+// outcomes maps a Send's answer to completions, appended to comps.
+func (d *dispatcher) outcomes(comps []storage.Completion, msgs []sdk.Message, byKey map[string]*claimed, results []sdk.Result, callErr error, token string) []storage.Completion {
 	e := d.e
 	now := e.opt.Now()
-	comps := make([]storage.Completion, 0, len(msgs))
 	if callErr != nil {
 		notSent := errors.Is(callErr, ErrNotSent)
 		state, reason := storage.OutboxUnknown, "call failed: "+callErr.Error()
@@ -438,19 +510,20 @@ func (d *dispatcher) retry(c *claimed, comp storage.Completion, retryAfter time.
 	return comp
 }
 
-// record counts and logs the outcomes that were applied.
-func (d *dispatcher) record(comps []storage.Completion, applied []int64, byKey map[string]*claimed) {
+// record counts and logs a batch's outcomes that were applied.
+func (d *dispatcher) record(b *batch, applied []int64) {
 	ok := make(map[int64]bool, len(applied))
 	for _, id := range applied {
 		ok[id] = true
 	}
-	rowByID := make(map[int64]*claimed, len(byKey))
-	for _, c := range byKey {
-		rowByID[c.row.ID] = c
+	rowByID := make(map[int64]*claimed, len(b.rows))
+	for i := range b.rows {
+		rowByID[b.rows[i].row.ID] = &b.rows[i]
 	}
 	stale := 0
-	counts := map[[3]string]int{}
-	for _, c := range comps {
+	type key struct{ campaign, arm, outcome string }
+	counts := map[key]int{}
+	for _, c := range b.comps {
 		if !ok[c.ID] {
 			stale++
 			continue
@@ -460,14 +533,14 @@ func (d *dispatcher) record(comps []storage.Completion, applied []int64, byKey m
 		if outcome == storage.OutboxPending {
 			outcome = "retry"
 		}
-		counts[[3]string{r.row.Campaign, r.row.Arm, outcome}]++
+		counts[key{r.row.Campaign, r.row.Arm, outcome}]++
 		if c.State != storage.OutboxSent {
 			d.e.log.Info("message outcome", "campaign", r.row.Campaign, "variant", r.row.Arm, "channel", d.ch.Name,
 				"customer", r.row.CustomerID, "key", r.row.Key, "outcome", outcome, "reason", c.Reason)
 		}
 	}
 	for k, n := range counts {
-		d.e.m.messages.WithLabelValues(k[0], k[1], d.ch.Name, k[2]).Add(float64(n))
+		d.e.m.messages.WithLabelValues(k.campaign, k.arm, d.ch.Name, k.outcome).Add(float64(n))
 	}
 	if stale > 0 {
 		d.e.log.Warn("late outcomes ignored: their leases had been taken over", "channel", d.ch.Name, "rows", stale)
