@@ -478,6 +478,82 @@ func (tx *Tx) ConsentsOf(ids []string) (map[string][]Consent, error) {
 	return out, rows.Err()
 }
 
+// PolicyInputs are what the send-time policies read of a claim's
+// recipients on one channel kind.
+type PolicyInputs struct {
+	// Consents are each customer's consent records, oldest first.
+	Consents map[string][]Consent
+	// Suppressions are the entries among the hashes that apply to the kind.
+	Suppressions map[string]Suppression
+	// Recent are, per customer, the claim times that count against caps
+	// (only when asked for).
+	Recent map[string][]time.Time
+}
+
+// PolicyInputs reads, in one statement, what ConsentsOf(ids),
+// Suppressions(kind, hashes) and, when recent is set,
+// RecentContacts(kind, ids, since) return. On PostgreSQL the statement
+// sees what committed before it began, so it follows LockContacts for the
+// counts to be safe.
+func (tx *Tx) PolicyInputs(kind string, ids, hashes []string, recent bool, since time.Time) (PolicyInputs, error) {
+	in := PolicyInputs{Consents: map[string][]Consent{}, Suppressions: map[string]Suppression{}, Recent: map[string][]time.Time{}}
+	if len(ids) == 0 && len(hashes) == 0 {
+		return in, nil
+	}
+	q := qPolicy
+	if tx.dialect == Postgres {
+		q = qPolicyPostgres
+	}
+	rows, err := tx.pool().QueryContext(tx.ctx(), q, tx.textList(ids), kind, tx.textList(hashes), boolInt(recent), since.UnixMilli())
+	if err != nil {
+		return in, fmt.Errorf("storage: policy inputs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			part           int64
+			id, a, b, c, d string
+			ms, seq        int64
+		)
+		if err := rows.Scan(&part, &id, &a, &b, &c, &d, &ms, &seq); err != nil {
+			return in, fmt.Errorf("storage: policy inputs: %w", err)
+		}
+		switch part {
+		case 0:
+			in.Consents[id] = append(in.Consents[id], Consent{Seq: seq, CustomerID: id, Kind: a, Status: b, Time: msTime(ms), Source: c, Basis: d})
+		case 1:
+			in.Suppressions[id] = Suppression{Kind: a, Hash: id, Reason: b, Source: c, Created: msTime(ms)}
+		case 2:
+			in.Recent[id] = append(in.Recent[id], msTime(ms))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return in, fmt.Errorf("storage: policy inputs: %w", err)
+	}
+	return in, nil
+}
+
+// qPolicy is PolicyInputs' statement: consents (part 0, in ConsentsOf's
+// order), suppressions (1) and recent contacts (2). Parameters: ids, kind,
+// hashes, whether to count recent contacts, since.
+const qPolicy = `SELECT 0, customer_id, kind, status, source, basis, time_ms, seq FROM consents
+		WHERE customer_id IN (SELECT value FROM json_each(?1))
+	UNION ALL SELECT 1, hash, kind, reason, source, '', created_ms, 0 FROM suppressions
+		WHERE kind IN (?2, 'all') AND hash IN (SELECT value FROM json_each(?3))
+	UNION ALL SELECT 2, customer_id, '', '', '', '', claimed_ms, 0 FROM outbox
+		WHERE ?4 = 1 AND customer_id IN (SELECT value FROM json_each(?1)) AND kind = ?2 AND claimed_ms >= ?5
+		AND state IN ('sent', 'sending', 'unknown')
+	ORDER BY 1, 7, 8`
+
+const qPolicyPostgres = `SELECT 0, customer_id, kind, status, source, basis, time_ms, seq FROM consents
+		WHERE customer_id = ANY($1::text[])
+	UNION ALL SELECT 1, hash, kind, reason, source, '', created_ms, 0 FROM suppressions
+		WHERE kind IN ($2, 'all') AND hash = ANY($3::text[])
+	UNION ALL SELECT 2, customer_id, '', '', '', '', claimed_ms, 0 FROM outbox
+		WHERE $4::int = 1 AND customer_id = ANY($1::text[]) AND kind = $2 AND claimed_ms >= $5::bigint
+		AND state IN ('sent', 'sending', 'unknown')
+	ORDER BY 1, 7, 8`
+
 // CustomersByID returns the stored rows of the given customers that exist.
 func (tx *Tx) CustomersByID(ids []string) (map[string]Customer, error) {
 	out := make(map[string]Customer, len(ids))
@@ -683,6 +759,33 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 				FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
 				WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
 			args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
+		} else if same(part) {
+			// The common batch: one outcome but for the provider ids, in
+			// one JSON object of provider ids by row id (json_each gives
+			// each member's key and value as they are, with no JSON to
+			// parse again per row).
+			c0 := part[0]
+			done := now.UnixMilli()
+			if c0.State == OutboxPending {
+				done = 0
+			}
+			b := make([]byte, 0, 48*len(part))
+			b = append(b, '{')
+			for i, c := range part {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, '"')
+				b = strconv.AppendInt(b, c.ID, 10)
+				b = append(b, '"', ':')
+				b = appendJSONString(b, c.ProviderID)
+			}
+			b = append(b, '}')
+			q = `UPDATE outbox SET state = ?, provider_id = v.value, reason = ?, not_before_ms = ?, done_ms = ?,
+				lease_token = '', lease_until_ms = 0, attempts = attempts - ?
+				FROM json_each(?) AS v WHERE outbox.id = CAST(v.key AS INTEGER) AND outbox.lease_token = ? AND outbox.state = 'sending'
+				RETURNING outbox.id`
+			args = []any{c0.State, c0.Reason, timeMS(c0.NotBefore), done, boolInt(c0.Uncounted), string(b), c0.Token}
 		} else {
 			// One JSON parameter of [id, token, state, provider id,
 			// reason, not_before, done, uncounted] rows: the driver
@@ -724,6 +827,18 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 		applied = append(applied, got...)
 	}
 	return applied, nil
+}
+
+// same reports whether completions differ only in row and provider ids.
+func same(cs []Completion) bool {
+	c0 := cs[0]
+	for _, c := range cs[1:] {
+		if c.Token != c0.Token || c.State != c0.State || c.Reason != c0.Reason || !c.NotBefore.Equal(c0.NotBefore) ||
+			c.Uncounted != c0.Uncounted {
+			return false
+		}
+	}
+	return true
 }
 
 // completeChunk is completions per UPDATE.

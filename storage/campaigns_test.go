@@ -214,6 +214,61 @@ func TestOutboxClaimCompleteFencing(t *testing.T) {
 	})
 }
 
+// TestOutboxCompleteBatch: a batch of one outcome with each row's provider
+// id (the common batch, recorded with one statement) and a mixed batch are
+// both fenced row by row, and keep provider ids and reasons byte for byte.
+func TestOutboxCompleteBatch(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		var rows []storage.OutboxRow
+		for i := range 6 {
+			rows = append(rows, outboxRow(fmt.Sprintf("k%d", i), fmt.Sprintf("c%d", i)))
+		}
+		enqueue(t, db, rows...)
+		all := ids(due(t, db, t0, 10))
+		require.Len(t, all, 6)
+		require.Equal(t, all[:5], claim(t, db, all[:5], "A", t0, t0.Add(time.Minute)))
+		require.Equal(t, all[5:], claim(t, db, all[5:], "B", t0, t0.Add(time.Minute)))
+		done := t0.Add(time.Second)
+		pids := []string{"<m1@example.com>", `q"uo\te`, "tab\tline\nnul\u0001", "café ✓", ""}
+		var cs []storage.Completion
+		for i, id := range all[:3] {
+			cs = append(cs, storage.Completion{ID: id, Token: "A", State: storage.OutboxSent, ProviderID: pids[i]})
+		}
+		// all[5] is B's: the same outcome under A's token is not applied.
+		cs = append(cs, storage.Completion{ID: all[5], Token: "A", State: storage.OutboxSent, ProviderID: "stolen"})
+		applied, err := db.Complete(ctx, cs, done)
+		require.NoError(t, err)
+		require.ElementsMatch(t, all[:3], applied)
+		for i := range 3 {
+			r := byKey(t, db, fmt.Sprintf("k%d", i))
+			require.Equal(t, storage.OutboxSent, r.State)
+			require.Equal(t, pids[i], r.ProviderID)
+			require.Equal(t, done, r.Done)
+			require.Empty(t, r.LeaseToken)
+			require.Equal(t, 1, r.Attempts)
+		}
+		require.Equal(t, storage.OutboxSending, byKey(t, db, "k5").State)
+
+		// Mixed outcomes in one call.
+		applied, err = db.Complete(ctx, []storage.Completion{
+			{ID: all[3], Token: "A", State: storage.OutboxPending, Reason: "429: slow \"down\"", NotBefore: done.Add(time.Minute), Uncounted: true},
+			{ID: all[4], Token: "A", State: storage.OutboxFailed, Reason: pids[3]},
+			{ID: all[5], Token: "B", State: storage.OutboxUnknown, Reason: "lost"},
+		}, done)
+		require.NoError(t, err)
+		require.ElementsMatch(t, all[3:], applied)
+		r3 := byKey(t, db, "k3")
+		require.Equal(t, storage.OutboxPending, r3.State)
+		require.Equal(t, "429: slow \"down\"", r3.Reason)
+		require.Equal(t, done.Add(time.Minute), r3.NotBefore)
+		require.Zero(t, r3.Attempts, "an uncounted retry gives its attempt back")
+		require.True(t, r3.Done.IsZero())
+		require.Equal(t, pids[3], byKey(t, db, "k4").Reason)
+		require.Equal(t, storage.OutboxUnknown, byKey(t, db, "k5").State)
+	})
+}
+
 func TestOutboxDeferFinishAndExpiredLeases(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
@@ -803,6 +858,43 @@ func TestSuppressionsAndConsentsOf(t *testing.T) {
 			require.Len(t, cs, 2)
 			require.Equal(t, []string{storage.ConsentOptIn, storage.ConsentOptOut}, []string{cs["c1"][0].Status, cs["c1"][1].Status})
 			require.Equal(t, t0, cs["c1"][0].Time)
+			return nil
+		}))
+
+		// PolicyInputs reads the same in one statement, with recent
+		// contacts when asked for.
+		enqueue(t, db, outboxRow("k1", "c1"), outboxRow("k2", "c1"), outboxRow("k3", "c2"), outboxRow("k4", "c3"))
+		all := ids(due(t, db, t0, 10))
+		claim(t, db, all[:3], "A", t0, t0.Add(time.Minute))
+		claim(t, db, all[3:], "B", t0.Add(-48*time.Hour), t0.Add(time.Minute))
+		customers, hashes := []string{"c1", "c2", "c3"}, []string{"h-email", "h-all", "h-sms", "h-none"}
+		require.NoError(t, db.Tx(ctx, func(tx *storage.Tx) error {
+			since := t0.Add(-time.Hour)
+			sup, err := tx.Suppressions("email", hashes)
+			require.NoError(t, err)
+			cs, err := tx.ConsentsOf(customers)
+			require.NoError(t, err)
+			recent, err := tx.RecentContacts("email", customers, since)
+			require.NoError(t, err)
+			require.Len(t, recent["c1"], 2)
+			require.Empty(t, recent["c3"], "claimed before since")
+
+			in, err := tx.PolicyInputs("email", customers, hashes, true, since)
+			require.NoError(t, err)
+			require.Equal(t, sup, in.Suppressions)
+			for _, c := range customers {
+				require.Equal(t, len(cs[c]), len(in.Consents[c]), c)
+				for i := range cs[c] {
+					want, got := cs[c][i], in.Consents[c][i]
+					require.Equal(t, []any{want.Seq, want.CustomerID, want.Kind, want.Status, want.Time, want.Source, want.Basis},
+						[]any{got.Seq, got.CustomerID, got.Kind, got.Status, got.Time, got.Source, got.Basis})
+				}
+				require.Equal(t, recent[c], in.Recent[c], c)
+			}
+			in, err = tx.PolicyInputs("email", customers, hashes, false, since)
+			require.NoError(t, err)
+			require.Empty(t, in.Recent, "no cap: no recent contacts")
+			require.Equal(t, sup, in.Suppressions)
 			return nil
 		}))
 	})

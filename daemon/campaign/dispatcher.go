@@ -191,10 +191,6 @@ func (d *dispatcher) claimAfter(ctx context.Context, token string, limit int, pr
 				return err
 			}
 		}
-		consents, err := tx.ConsentsOf(ids)
-		if err != nil {
-			return err
-		}
 		traits := make(map[string]map[string]sdk.Value, len(ids))
 		recips := make(map[string]*Recipient, len(ids))
 		hashes := make([]string, 0, 2*len(ids))
@@ -211,7 +207,7 @@ func (d *dispatcher) claimAfter(ctx context.Context, token string, limit int, pr
 				vals = map[string]sdk.Value{}
 			}
 			traits[r.CustomerID] = vals
-			rc := &Recipient{ID: r.CustomerID, Kind: d.ch.Kind, Consents: consents[r.CustomerID], Address: Address(e.opt.Contacts, d.ch.Kind, vals),
+			rc := &Recipient{ID: r.CustomerID, Kind: d.ch.Kind, Address: Address(e.opt.Contacts, d.ch.Kind, vals),
 				Location: Location(e.opt.Contacts, e.opt.Location, vals)}
 			recips[r.CustomerID] = rc
 			hashes = append(hashes, CustomerHash(r.CustomerID))
@@ -219,23 +215,23 @@ func (d *dispatcher) claimAfter(ctx context.Context, token string, limit int, pr
 				hashes = append(hashes, AddressHash(rc.Address))
 			}
 		}
-		sup, err := tx.Suppressions(d.ch.Kind, hashes)
+		// Consents, suppressions and (under a cap) the recent contacts in
+		// one statement; any recipient's cap window starts at most Days+1
+		// days back in UTC.
+		var since time.Time
+		if capped {
+			since = now.AddDate(0, 0, -pol.Cap.Days-1)
+		}
+		in, err := tx.PolicyInputs(d.ch.Kind, ids, hashes, capped, since)
 		if err != nil {
 			return err
 		}
-		suppressed := func(h string) (string, bool) {
-			s, ok := sup[h]
-			return s.Reason, ok
+		for id, r := range recips {
+			r.Consents, r.Recent = in.Consents[id], in.Recent[id]
 		}
-		if capped {
-			// Any recipient's window starts at most Days+1 days back in UTC.
-			recent, err := tx.RecentContacts(d.ch.Kind, ids, now.AddDate(0, 0, -pol.Cap.Days-1))
-			if err != nil {
-				return err
-			}
-			for id, r := range recips {
-				r.Recent = recent[id]
-			}
+		suppressed := func(h string) (string, bool) {
+			s, ok := in.Suppressions[h]
+			return s.Reason, ok
 		}
 		take := make([]int64, 0, len(rows))
 		byID := make(map[int64]claimed, len(rows))
