@@ -34,7 +34,7 @@ func (s *channelServer) Send(ctx context.Context, req *pluginv1.SendRequest) (*p
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return resultsToPB(results), nil
+	return sendResponseToPB(results), nil
 }
 
 func (s *channelServer) Webhook(ctx context.Context, req *pluginv1.WebhookRequest) (*pluginv1.ChannelWebhookResponse, error) {
@@ -73,9 +73,20 @@ func (c *channelClient) Configure(ctx context.Context, req ConfigureRequest) (Ch
 
 // Send sends msgs through the plugin.
 func (c *channelClient) Send(ctx context.Context, msgs []Message) ([]Result, error) {
-	resp, err := c.client.Send(ctx, messagesToPB(msgs), grpc.MaxCallSendMsgSize(maxMsgSize), grpc.MaxCallRecvMsgSize(maxMsgSize))
+	codec := &sendCodec{}
+	req := &pluginv1.SendRequest{}
+	if b, ok := appendSendRequest(make([]byte, 0, sendRequestSizeHint(msgs)), msgs); ok {
+		codec.req = b
+	} else {
+		req = messagesToPB(msgs)
+	}
+	resp, err := c.client.Send(ctx, req, grpc.MaxCallSendMsgSize(maxMsgSize), grpc.MaxCallRecvMsgSize(maxMsgSize),
+		grpc.ForceCodecV2(codec))
 	if err != nil {
 		return nil, fromStatus(ctx, "channel send", err, false)
+	}
+	if codec.decoded {
+		return codec.results, nil
 	}
 	return resultsFromPB(resp), nil
 }
