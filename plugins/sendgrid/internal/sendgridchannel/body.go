@@ -234,6 +234,15 @@ func isDotAtom(s string) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonPlain marks the bytes a JSON string holds as they are: ASCII from
+// space on, but for '"' and '\\'.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string exactly as encoding/json writes it
 // with SetEscapeHTML(false): '"' and '\\' escaped, \b \f \n \r \t by name,
 // other control characters as \u00XX, invalid UTF-8 as \ufffd and U+2028,
@@ -248,12 +257,14 @@ func appendString(b []byte, s string) []byte {
 func appendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		for i < len(s) && jsonPlain[s[i]] {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '\\', '"':
