@@ -846,15 +846,18 @@ const completeChunk = 500
 
 // ExpiredLeases returns sending rows whose lease ended before now (their
 // dispatcher or the daemon died mid-call), or every sending row when all is
-// set (a single daemon on SQLite at start: no one else can hold a lease).
+// set (a single daemon on SQLite at start: no one else can hold a lease),
+// in lease order (the order of the outbox_leases index, so neither reads
+// more than the sending rows).
 func (db *DB) ExpiredLeases(ctx context.Context, now time.Time, all bool, limit int) ([]OutboxRow, error) {
 	var out []OutboxRow
 	err := db.Tx(ctx, func(tx *Tx) error {
 		var err error
 		if all {
-			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' ORDER BY id LIMIT ?`, limit)
+			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' ORDER BY lease_until_ms, id LIMIT ?`, limit)
 		} else {
-			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' AND lease_until_ms < ? ORDER BY id LIMIT ?`, now.UnixMilli(), limit)
+			out, err = tx.outboxQuery(`SELECT `+outboxCols+` FROM outbox WHERE state = 'sending' AND lease_until_ms < ? ORDER BY lease_until_ms, id LIMIT ?`,
+				now.UnixMilli(), limit)
 		}
 		return err
 	})
