@@ -688,6 +688,41 @@ func TestEngineSendError(t *testing.T) {
 	})
 }
 
+// TestEngineOutcomesWithNextClaim: a worker records a batch's outcomes in
+// the transaction claiming its next batch, so it never holds more than one
+// batch, and the last batch's outcomes when there is nothing to claim.
+func TestEngineOutcomesWithNextClaim(t *testing.T) {
+	h := newHarness(t, campaignSpec{}, func(_ *Options, ch *Channel) { ch.Batch = 1 })
+	h.customer("c1", nil)
+	h.customer("c2", nil)
+	h.pass(nil, nil)
+	h.pass([]string{"c1", "c2"}, nil)
+	states := func() map[string]int {
+		out := map[string]int{}
+		for _, c := range []string{"c1", "c2"} {
+			out[h.row(c).State]++
+		}
+		return out
+	}
+	n, first, err := h.d.step(h.ctx, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Len(t, first.comps, 1)
+	require.Equal(t, map[string]int{storage.OutboxSending: 1, storage.OutboxPending: 1}, states(), "sent, not yet recorded")
+
+	n, second, err := h.d.step(h.ctx, first)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, map[string]int{storage.OutboxSent: 1, storage.OutboxSending: 1}, states(), "recorded with the next claim")
+
+	n, last, err := h.d.step(h.ctx, second)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Nil(t, last)
+	require.Equal(t, map[string]int{storage.OutboxSent: 2}, states(), "recorded though nothing more was claimed")
+	require.Equal(t, 2, h.ch.calls)
+}
+
 func TestEngineLeaseExpiry(t *testing.T) {
 	h := newHarness(t, campaignSpec{})
 	h.customer("c1", nil)
