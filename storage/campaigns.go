@@ -377,6 +377,62 @@ func (tx *Tx) DueForClaim(channel string, now time.Time, limit int) ([]Due, erro
 	return out, nil
 }
 
+// CompleteThenDue is Complete(cs, now) followed by DueForClaim(channel,
+// now, limit), in one statement on PostgreSQL (one round trip less per
+// claim): the due rows are read as they were before the completions, which
+// never make a row due at once (a retry waits at least its backoff).
+func (tx *Tx) CompleteThenDue(cs []Completion, now time.Time, channel string, limit int) ([]int64, []Due, error) {
+	if tx.dialect != Postgres || len(cs) == 0 || len(cs) > completeChunk {
+		var applied []int64
+		if len(cs) > 0 {
+			var err error
+			if applied, err = tx.Complete(cs, now); err != nil {
+				return nil, nil, err
+			}
+		}
+		due, err := tx.DueForClaim(channel, now, limit)
+		return applied, due, err
+	}
+	args := append(pgCompleteArgs(cs, now), channel, now.UnixMilli(), limit)
+	rows, err := tx.pool().QueryContext(tx.ctx(), qCompleteThenDuePostgres, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: complete and due rows of %q: %w", channel, err)
+	}
+	defer rows.Close()
+	applied := make([]int64, 0, len(cs))
+	out := make([]Due, 0, limit)
+	for rows.Next() {
+		var (
+			part, att, nb int64
+			d             Due
+		)
+		if err := rows.Scan(&part, &d.ID, &d.Key, &d.Campaign, &d.CustomerID, &d.Kind, &d.Arm, &att, &d.Traits, &nb); err != nil {
+			return nil, nil, fmt.Errorf("storage: complete and due rows of %q: %w", channel, err)
+		}
+		if part == 1 {
+			applied = append(applied, d.ID)
+			continue
+		}
+		d.Attempts = int(att)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("storage: complete and due rows of %q: %w", channel, err)
+	}
+	return applied, out, nil
+}
+
+// qCompleteThenDuePostgres: part 0 rows are the due rows in claim order
+// (DueForClaim's), part 1 the completed ids.
+const qCompleteThenDuePostgres = `WITH done AS (` + qCompletePostgres + `),
+	due AS (SELECT o.id, o.key, o.campaign, o.customer_id, o.kind, o.arm, o.attempts, o.not_before_ms FROM outbox o
+		WHERE o.channel = $9 AND o.state = 'pending' AND o.not_before_ms <= $10
+		ORDER BY o.not_before_ms, o.id LIMIT $11 FOR UPDATE SKIP LOCKED)
+	SELECT 0, d.id, d.key, d.campaign, d.customer_id, d.kind, d.arm, d.attempts, c.traits::text, d.not_before_ms
+		FROM due d LEFT JOIN customers c ON c.id = d.customer_id
+	UNION ALL SELECT 1, id, '', '', '', '', '', 0, NULL, 0 FROM done
+	ORDER BY 1, 10, 2`
+
 const qDue = `SELECT o.id, o.key, o.campaign, o.customer_id, o.kind, o.arm, o.attempts, c.traits
 	FROM outbox o LEFT JOIN customers c ON c.id = o.customer_id
 	WHERE o.channel = ? AND o.state = 'pending' AND o.not_before_ms <= ?
@@ -742,23 +798,7 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 			args []any
 		)
 		if tx.dialect == Postgres {
-			n := len(part)
-			ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-			tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-			for i, c := range part {
-				ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
-				if c.State != OutboxPending {
-					dones[i] = now.UnixMilli()
-				}
-				if c.Uncounted {
-					decs[i] = 1
-				}
-			}
-			q = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-				lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
-				FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
-				WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
-			args = []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
+			q, args = qCompletePostgres, pgCompleteArgs(part, now)
 		} else if same(part) {
 			// The common batch: one outcome but for the provider ids, in
 			// one JSON object of provider ids by row id (json_each gives
@@ -827,6 +867,30 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 		applied = append(applied, got...)
 	}
 	return applied, nil
+}
+
+// qCompletePostgres is Complete's statement on PostgreSQL; its parameters
+// are pgCompleteArgs'.
+const qCompletePostgres = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
+	lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
+	FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
+	WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
+
+// pgCompleteArgs are the column arrays of completions.
+func pgCompleteArgs(cs []Completion, now time.Time) []any {
+	n := len(cs)
+	ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, c := range cs {
+		ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
+		if c.State != OutboxPending {
+			dones[i] = now.UnixMilli()
+		}
+		if c.Uncounted {
+			decs[i] = 1
+		}
+	}
+	return []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
 }
 
 // same reports whether completions differ only in row and provider ids.

@@ -269,6 +269,57 @@ func TestOutboxCompleteBatch(t *testing.T) {
 	})
 }
 
+// TestOutboxCompleteThenDue: a worker's outcomes and its next due rows in
+// one call (one statement on PostgreSQL): completions fenced as Complete's,
+// due rows as DueForClaim's, with their customers' traits.
+func TestOutboxCompleteThenDue(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		require.NoError(t, db.UpsertCustomers(ctx, []storage.Customer{{ID: "c1", Traits: []byte(`{"email":"c1@example.com"}`)}}))
+		enqueue(t, db, outboxRow("k1", "c1"), outboxRow("k2", "c2"), outboxRow("k3", "c3"), outboxRow("k4", "c1"))
+		all := ids(due(t, db, t0, 10))
+		require.Equal(t, all[:2], claim(t, db, all[:2], "A", t0, t0.Add(time.Minute)))
+		done := t0.Add(time.Second)
+		var (
+			applied []int64
+			rows    []storage.Due
+		)
+		require.NoError(t, db.WriteTx(ctx, func(tx *storage.Tx) error {
+			var err error
+			applied, rows, err = tx.CompleteThenDue([]storage.Completion{
+				{ID: all[0], Token: "A", State: storage.OutboxSent, ProviderID: "p1"},
+				{ID: all[1], Token: "A", State: storage.OutboxPending, Reason: "429", NotBefore: done.Add(time.Second), Uncounted: true},
+				{ID: all[2], Token: "A", State: storage.OutboxSent}, // not claimed: not applied
+			}, done, "email_main", 10)
+			return err
+		}))
+		require.ElementsMatch(t, all[:2], applied)
+		require.Len(t, rows, 2, "the retry waits for its not_before")
+		require.Equal(t, []int64{all[2], all[3]}, []int64{rows[0].ID, rows[1].ID})
+		require.Nil(t, rows[0].Traits, "c3 is not a stored customer")
+		require.JSONEq(t, `{"email":"c1@example.com"}`, string(rows[1].Traits))
+		require.Equal(t, "k4", rows[1].Key)
+		require.Equal(t, "c1", rows[1].CustomerID)
+		require.Equal(t, "winback", rows[1].Campaign)
+		require.Equal(t, "email", rows[1].Kind)
+		require.Equal(t, "a", rows[1].Arm)
+		require.Equal(t, storage.OutboxSent, byKey(t, db, "k1").State)
+		r2 := byKey(t, db, "k2")
+		require.Equal(t, storage.OutboxPending, r2.State)
+		require.Zero(t, r2.Attempts)
+		require.Equal(t, storage.OutboxPending, byKey(t, db, "k3").State)
+
+		// Without completions it is DueForClaim.
+		require.NoError(t, db.WriteTx(ctx, func(tx *storage.Tx) error {
+			var err error
+			applied, rows, err = tx.CompleteThenDue(nil, done.Add(time.Second), "email_main", 10)
+			return err
+		}))
+		require.Empty(t, applied)
+		require.Equal(t, []int64{all[2], all[3], all[1]}, []int64{rows[0].ID, rows[1].ID, rows[2].ID}, "the retry is due now, last by not_before")
+	})
+}
+
 func TestOutboxDeferFinishAndExpiredLeases(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()

@@ -167,13 +167,15 @@ func (d *dispatcher) claimAfter(ctx context.Context, token string, limit int, pr
 		now = e.opt.Now()
 		out, settled, applied = out[:0], 0, nil
 		finish, defers = nil, nil
-		if prev != nil && len(prev.comps) > 0 {
-			var err error
-			if applied, err = tx.Complete(prev.comps, now); err != nil {
-				return err
-			}
+		var comps []storage.Completion
+		if prev != nil {
+			comps = prev.comps
 		}
-		rows, err := tx.DueForClaim(d.ch.Name, now, limit)
+		var (
+			rows []storage.Due
+			err  error
+		)
+		applied, rows, err = tx.CompleteThenDue(comps, now, d.ch.Name, limit)
 		if err != nil || len(rows) == 0 {
 			return err
 		}
