@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +41,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 	var cpu time.Duration
 	for b.Loop() {
 		s.Reset()
-		c0 := childCPU()
+		c0 := sdktest.ChildCPU()
 		var wg sync.WaitGroup
 		chunks := make(chan []sdk.Message)
 		for range dispatchers {
@@ -67,7 +65,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 		}
 		close(chunks)
 		wg.Wait()
-		cpu += childCPU() - c0
+		cpu += sdktest.ChildCPU() - c0
 		if got := len(s.CountByKey()); got != n {
 			b.Fatalf("server accepted %d distinct messages, want %d", got, n)
 		}
@@ -101,31 +99,4 @@ func TestDirectSendHelper(t *testing.T) {
 	if _, err := sgbench.DirectSend(t.Context(), url, os.Getenv("COHORT_DIRECT_SEND_KEY"), n, inflight); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// childCPU is the CPU time used so far by this process's running child
-// processes (the plugin), read from /proc; zero where it cannot be read.
-func childCPU() time.Duration {
-	var total time.Duration
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, pid := range strings.Fields(string(data)) {
-			stat, err := os.ReadFile("/proc/" + pid + "/stat")
-			if err != nil {
-				continue
-			}
-			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-			if len(f) < 13 {
-				continue
-			}
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			s, _ := strconv.ParseInt(f[12], 10, 64)
-			total += time.Duration(u+s) * 10 * time.Millisecond
-		}
-	}
-	return total
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,7 +53,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 	var cpu time.Duration
 	for b.Loop() {
 		sink.Reset()
-		c0 := childCPU()
+		c0 := sdktest.ChildCPU()
 		var wg sync.WaitGroup
 		chunks := make(chan []sdk.Message)
 		for range conns {
@@ -78,7 +77,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 		}
 		close(chunks)
 		wg.Wait()
-		cpu += childCPU() - c0
+		cpu += sdktest.ChildCPU() - c0
 		if sink.Accepted() != n {
 			b.Fatalf("sink accepted %d, want %d", sink.Accepted(), n)
 		}
@@ -112,31 +111,4 @@ func TestBareSendHelper(t *testing.T) {
 	if _, err := smtpsink.BareSend(t.Context(), addr, n, 4); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// childCPU is the CPU time used so far by this process's child processes
-// (the plugin), read from /proc; zero where it cannot be read.
-func childCPU() time.Duration {
-	var total time.Duration
-	tasks, _ := filepath.Glob("/proc/self/task/*/children")
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, pid := range strings.Fields(string(data)) {
-			stat, err := os.ReadFile("/proc/" + pid + "/stat")
-			if err != nil {
-				continue
-			}
-			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-			if len(f) < 13 {
-				continue
-			}
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			s, _ := strconv.ParseInt(f[12], 10, 64)
-			total += time.Duration(u+s) * 10 * time.Millisecond
-		}
-	}
-	return total
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cohortd/cohort/plugins/internal/mailaddr"
 	"github.com/cohortd/cohort/sdk"
 )
 
@@ -199,37 +200,10 @@ func appendJoined(b []byte, values []string) []byte {
 // case of a bare addr-spec of ASCII dot-atoms (user@example.com), which
 // mail.ParseAddress returns as it is, with no name.
 func parseAddress(s string) (*mail.Address, error) {
-	if isDotAtomAddress(s) {
+	if mailaddr.IsDotAtomAddress(s) {
 		return &mail.Address{Address: s}, nil
 	}
 	return mail.ParseAddress(s)
-}
-
-// isDotAtomAddress reports whether s is local@domain where both are
-// RFC 5322 dot-atoms of ASCII atext: no leading, trailing or double dots.
-func isDotAtomAddress(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at > 0 && isDotAtom(s[:at]) && isDotAtom(s[at+1:])
-}
-
-func isDotAtom(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if s[i-1] == '.' {
-				return false
-			}
-		case c <= ' ' || c >= 0x7f:
-			return false
-		case strings.IndexByte(`()<>[]:;@\,"`, c) >= 0:
-			return false
-		}
-	}
-	return true
 }
 
 const hexDigits = "0123456789abcdef"

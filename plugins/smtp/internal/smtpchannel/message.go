@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"github.com/cohortd/cohort/plugins/internal/mailaddr"
 	"github.com/cohortd/cohort/sdk"
 )
 
@@ -326,38 +327,10 @@ func (q *qpEncoder) softBreak() {
 // formatAddress is a.String(), without its work for the common bare
 // address of ASCII dot-atoms, which it writes as <local@domain>.
 func formatAddress(a *mail.Address) string {
-	if a.Name == "" && isDotAtomAddress(a.Address) {
+	if a.Name == "" && mailaddr.IsDotAtomAddress(a.Address) {
 		return "<" + a.Address + ">"
 	}
 	return a.String()
-}
-
-// isDotAtomAddress reports whether s is local@domain where both are
-// RFC 5322 dot-atoms of ASCII atext: no leading, trailing or double dots.
-// mail.ParseAddress returns such an address as it is, with no name.
-func isDotAtomAddress(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at > 0 && isDotAtom(s[:at]) && isDotAtom(s[at+1:])
-}
-
-func isDotAtom(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if s[i-1] == '.' {
-				return false
-			}
-		case c <= ' ' || c >= 0x7f:
-			return false
-		case strings.IndexByte(`()<>[]:;@\,"`, c) >= 0:
-			return false
-		}
-	}
-	return true
 }
 
 func parseAddress(field, s string) (*mail.Address, error) {
@@ -367,7 +340,7 @@ func parseAddress(field, s string) (*mail.Address, error) {
 	if strings.ContainsAny(s, "\r\n") {
 		return nil, fmt.Errorf("%s address %q has a line break", field, s)
 	}
-	if isDotAtomAddress(s) {
+	if mailaddr.IsDotAtomAddress(s) {
 		return &mail.Address{Address: s}, nil
 	}
 	a, err := mail.ParseAddress(s)
