@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // flatListSource sends the given batches in flat form (a FlatSource),
@@ -159,5 +161,53 @@ func TestFlatBatchBuilder(t *testing.T) {
 	}
 	if !slices.Equal(b.Names, []string{"plan", "vip"}) {
 		t.Errorf("Reset dropped the stream's names: %v", b.Names)
+	}
+}
+
+// TestDecodeChecksEachString: each of a customer's strings must be UTF-8,
+// including halves of one character split across two strings (valid only
+// together).
+func TestDecodeChecksEachString(t *testing.T) {
+	for name, tc := range map[string]struct {
+		id     string
+		values []string
+		want   string // "" = decodes
+	}{
+		"all good":                {id: "c1", values: []string{"Ada", "é", "日本"}},
+		"empty strings":           {id: "c1", values: []string{"", "x", ""}},
+		"bad id":                  {id: "c\xff", values: []string{"Ada"}, want: "string field is not valid UTF-8"},
+		"bad value":               {id: "c1", values: []string{"Ada", "x\xffy"}, want: `customer "c1": "t1": string field is not valid UTF-8`},
+		"character split in two":  {id: "c1", values: []string{"a\xc3", "\xa9b"}, want: `customer "c1": "t0": string field is not valid UTF-8`},
+		"id split from its value": {id: "c\xe6\x97", values: []string{"\xa5"}, want: "not valid UTF-8"},
+		"lone continuation":       {id: "c1", values: []string{"ok", "\x80"}, want: `"t1": string field is not valid UTF-8`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var buf []byte
+			buf = protowire.AppendTag(buf, fBatchCustomers, protowire.BytesType)
+			start := len(buf)
+			body := appendString(nil, fCustomerID, tc.id)
+			for i, v := range tc.values {
+				body = appendIndexedTrait(body, uint32(i), &Value{Type: TypeString, Str: v})
+			}
+			buf = protowire.AppendBytes(buf[:start], body)
+			for i := range tc.values {
+				buf = appendTraitNames(buf, []string{fmt.Sprintf("t%d", i)})
+			}
+			dec := &flatDecoder{}
+			b, err := dec.decode(buf)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				got := b.Batch().Customers[0]
+				if got.ID != tc.id || len(got.Traits) != len(tc.values) {
+					t.Errorf("decoded %+v", got)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("decode = %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }
