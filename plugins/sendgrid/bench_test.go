@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,29 +40,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 	for b.Loop() {
 		s.Reset()
 		c0 := sdktest.ChildCPU()
-		var wg sync.WaitGroup
-		chunks := make(chan []sdk.Message)
-		for range dispatchers {
-			wg.Go(func() {
-				for chunk := range chunks {
-					results, err := ch.Send(b.Context(), chunk)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					for _, r := range results {
-						if r.Status != sdk.Accepted {
-							b.Errorf("%s: %v %s", r.Key, r.Status, r.Reason)
-						}
-					}
-				}
-			})
-		}
-		for chunk := range slices.Chunk(msgs, batch) {
-			chunks <- chunk
-		}
-		close(chunks)
-		wg.Wait()
+		sdktest.SendAll(b, ch, msgs, batch, dispatchers)
 		cpu += sdktest.ChildCPU() - c0
 		if got := len(s.CountByKey()); got != n {
 			b.Fatalf("server accepted %d distinct messages, want %d", got, n)

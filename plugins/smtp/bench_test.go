@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,29 +52,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 	for b.Loop() {
 		sink.Reset()
 		c0 := sdktest.ChildCPU()
-		var wg sync.WaitGroup
-		chunks := make(chan []sdk.Message)
-		for range conns {
-			wg.Go(func() {
-				for chunk := range chunks {
-					results, err := ch.Send(b.Context(), chunk)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					for _, r := range results {
-						if r.Status != sdk.Accepted {
-							b.Errorf("%s: %v %s", r.Key, r.Status, r.Reason)
-						}
-					}
-				}
-			})
-		}
-		for chunk := range slices.Chunk(msgs, batch) {
-			chunks <- chunk
-		}
-		close(chunks)
-		wg.Wait()
+		sdktest.SendAll(b, ch, msgs, batch, conns)
 		cpu += sdktest.ChildCPU() - c0
 		if sink.Accepted() != n {
 			b.Fatalf("sink accepted %d, want %d", sink.Accepted(), n)

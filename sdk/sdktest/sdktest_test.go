@@ -392,3 +392,53 @@ func brokenSource(name string) (sdk.Source, bool) {
 	}
 	return nil, false
 }
+
+// TestSendAll: every message goes out once, in Sends of at most batch.
+func TestSendAll(t *testing.T) {
+	ch := &batchRecorder{}
+	msgs := make([]sdk.Message, 250)
+	for i := range msgs {
+		msgs[i] = sdk.Message{Key: fmt.Sprintf("k%d", i), To: "+15550100"}
+	}
+	sdktest.SendAll(t, ch, msgs, 100, 3)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if len(ch.keys) != len(msgs) {
+		t.Errorf("sent %d distinct keys, want %d", len(ch.keys), len(msgs))
+	}
+	for k, n := range ch.keys {
+		if n != 1 {
+			t.Errorf("key %s sent %d times", k, n)
+		}
+	}
+	if ch.largest != 100 || ch.calls != 3 {
+		t.Errorf("%d Sends, the largest of %d messages; want 3, the largest of 100", ch.calls, ch.largest)
+	}
+}
+
+// batchRecorder accepts everything and counts what it was sent.
+type batchRecorder struct {
+	mu             sync.Mutex
+	keys           map[string]int
+	calls, largest int
+}
+
+func (c *batchRecorder) Configure(context.Context, sdk.ConfigureRequest) (sdk.ChannelInfo, error) {
+	return sdk.ChannelInfo{Name: "rec", Version: "1.0.0", Kind: "sms"}, nil
+}
+
+func (c *batchRecorder) Send(_ context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil {
+		c.keys = map[string]int{}
+	}
+	c.calls++
+	c.largest = max(c.largest, len(msgs))
+	results := make([]sdk.Result, len(msgs))
+	for i, m := range msgs {
+		c.keys[m.Key]++
+		results[i] = sdk.Result{Key: m.Key, Status: sdk.Accepted, ProviderID: "rec-" + m.Key}
+	}
+	return results, nil
+}
