@@ -399,6 +399,8 @@ type flatDecoder struct {
 	// a live stream may see new property names without end.
 	props nameTable
 	batch FlatBatch
+	// out is the batch being decoded into: batch, or one of a group's.
+	out *FlatBatch
 	// remap maps the plugin's trait name table (Batch.trait_names) to
 	// names: remap[i] is the index in names of the plugin's name i.
 	remap []int
@@ -411,6 +413,12 @@ type flatDecoder struct {
 	// trait -1).
 	strs  []byte
 	fixes []strFix
+	// For decodeGroup: a chunk's counts, decoding errors and batches, and
+	// the helper decoder.
+	counts []batchCounts
+	errs   []error
+	pool   []*FlatBatch
+	help   *flatDecoder
 }
 
 type strFix struct{ trait, lo, hi int }
@@ -489,26 +497,45 @@ func (d *flatDecoder) addName(b []byte) error {
 // so FlatBatch.Batch may share them. A batch group is decoded batch by
 // batch (see split), so decode rejects one.
 func (d *flatDecoder) decode(data []byte) (*FlatBatch, error) {
-	var counts [fBatchBatches + 1]int
+	counts, err := d.scan(data, true)
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(&d.batch, data, &counts)
+}
+
+// batchCounts counts a batch's fields by number.
+type batchCounts [fBatchBatches + 1]int
+
+// scan counts the fields of a batch and checks its framing, adding its
+// trait names (Batch.trait_names) to the stream's table when names is
+// set: the batch's customers may use them, wherever they are.
+func (d *flatDecoder) scan(data []byte, names bool) (batchCounts, error) {
+	var counts batchCounts
 	scan := fieldReader{b: data}
 	for scan.next() {
 		if scan.num <= fBatchBatches {
 			counts[scan.num]++
 		}
-		// Names first: the batch's customers may use them.
-		if scan.is(fBatchTraitNames, protowire.BytesType) {
+		if names && scan.is(fBatchTraitNames, protowire.BytesType) {
 			if err := d.addName(scan.bytes); err != nil {
-				return nil, fmt.Errorf("batch field %d: %w", fBatchTraitNames, err)
+				return counts, fmt.Errorf("batch field %d: %w", fBatchTraitNames, err)
 			}
 		}
 	}
 	if scan.err != nil {
-		return nil, fmt.Errorf("batch: %w", scan.err)
+		return counts, fmt.Errorf("batch: %w", scan.err)
 	}
 	if counts[fBatchBatches] > 0 {
-		return nil, fmt.Errorf("batch: %w: a batch group where a batch was expected", errMalformed)
+		return counts, fmt.Errorf("batch: %w: a batch group where a batch was expected", errMalformed)
 	}
-	b := &d.batch
+	return counts, nil
+}
+
+// decodeInto decodes a batch that scan has counted (and whose names it
+// has added) into b.
+func (d *flatDecoder) decodeInto(b *FlatBatch, data []byte, counts *batchCounts) (*FlatBatch, error) {
+	d.out = b
 	*b = FlatBatch{Customers: growCap(b.Customers[:0], counts[fBatchCustomers]), Traits: b.Traits[:0]}
 	if n := counts[fBatchDeletes]; n > 0 {
 		b.Deletes = make([]string, 0, n)
@@ -565,7 +592,7 @@ func (d *flatDecoder) decode(data []byte) (*FlatBatch, error) {
 // allocation per customer, and a kept value keeps only its own customer's
 // strings alive.
 func (d *flatDecoder) customer(data []byte) error {
-	b := &d.batch
+	b := d.out
 	d.names.nextCustomer()
 	d.strs, d.fixes = d.strs[:0], d.fixes[:0]
 	start := len(b.Traits)
@@ -673,8 +700,8 @@ func (d *flatDecoder) indexedTrait(data []byte) error {
 	// write it.
 	if len(data) > 2 && data[0] == tagIndexedName && data[1] < 0x80 && int(data[1]) < len(d.remap) {
 		n := d.remap[data[1]]
-		i := d.names.slot(&d.batch, n)
-		v := &d.batch.Traits[i].Value
+		i := d.names.slot(d.out, n)
+		v := &d.out.Traits[i].Value
 		str, ok, err := decodeScalar(v, data[2:], indexedShift<<3)
 		if err != nil {
 			return fmt.Errorf("%q: %w", d.names.names[n], err)
@@ -709,8 +736,8 @@ func (d *flatDecoder) indexedTrait(data []byte) error {
 // from a message holding Value's oneof members with shift added to their
 // tags (see decodeValueInto).
 func (d *flatDecoder) traitValue(n int, val []byte, shift byte) error {
-	i := d.names.slot(&d.batch, n)
-	v := &d.batch.Traits[i].Value
+	i := d.names.slot(d.out, n)
+	v := &d.out.Traits[i].Value
 	str, err := decodeValueInto(v, val, shift)
 	if err != nil {
 		return fmt.Errorf("%q: %w", d.names.names[n], err)

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -140,7 +141,13 @@ type flatNames struct {
 	seen []uint32
 	at   []int
 	seq  uint32
+	// frozen makes add fail with errFrozen: the table is shared with
+	// decoders running in parallel, which must not change it.
+	frozen bool
 }
+
+// errFrozen is add's error while the table is frozen.
+var errFrozen = errors.New("trait name table frozen")
 
 // lookup returns the index of name, adding it when new. b is the name's
 // bytes; the string is only allocated for a new name.
@@ -159,6 +166,9 @@ func (t *flatNames) lookupString(s string) (int, error) {
 }
 
 func (t *flatNames) add(s string) (int, error) {
+	if t.frozen {
+		return 0, errFrozen
+	}
 	if len(t.names) >= maxFlatNames {
 		return 0, fmt.Errorf("more than %d distinct trait names in one stream", maxFlatNames)
 	}

@@ -1,6 +1,8 @@
 package sdk
 
 import (
+	"time"
+
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -46,8 +48,46 @@ func (b *FlatBatch) AddCustomer(id string) {
 // AddTrait gives the customer last added (AddCustomer) the trait named
 // b.Names[name]. A customer must not be given the same name twice.
 func (b *FlatBatch) AddTrait(name int, v Value) {
-	b.Traits = append(b.Traits, FlatTrait{Name: name, Value: v})
-	b.Customers[len(b.Customers)-1].End = len(b.Traits)
+	b.addTrait(name).Value = v
+}
+
+// AddString, AddNumber, AddBool, AddTime and AddList are AddTrait with a
+// value of each type, built in place (cheaper than building a Value and
+// copying it in).
+func (b *FlatBatch) AddString(name int, s string) {
+	b.addTrait(name).Value = Value{Type: TypeString, Str: s}
+}
+
+func (b *FlatBatch) AddNumber(name int, f float64) {
+	b.addTrait(name).Value = Value{Type: TypeNumber, Num: f}
+}
+
+func (b *FlatBatch) AddBool(name int, v bool) {
+	b.addTrait(name).Value = Value{Type: TypeBool, Bool: v}
+}
+
+func (b *FlatBatch) AddTime(name int, t time.Time) {
+	b.addTrait(name).Value = Value{Type: TypeTime, Time: t}
+}
+
+func (b *FlatBatch) AddList(name int, l ...string) {
+	b.addTrait(name).Value = Value{Type: TypeStringList, List: l}
+}
+
+// addTrait appends a trait named name to the customer last added and
+// returns it, its Value to be set: a slot reused from an earlier batch
+// holds that batch's value.
+func (b *FlatBatch) addTrait(name int) *FlatTrait {
+	n := len(b.Traits)
+	if n < cap(b.Traits) {
+		b.Traits = b.Traits[:n+1]
+	} else {
+		b.Traits = append(b.Traits, FlatTrait{})
+	}
+	b.Customers[len(b.Customers)-1].End = n + 1
+	t := &b.Traits[n]
+	t.Name = name
+	return t
 }
 
 // flatEncoder writes the flat batches of one Pull stream from a FlatSource

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -209,5 +210,63 @@ func TestDecodeChecksEachString(t *testing.T) {
 				t.Errorf("decode = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func BenchmarkFlatBuild(b *testing.B) {
+	fb := &FlatBatch{}
+	s, n := fb.Name("s"), fb.Name("n")
+	b.Run("AddTrait", func(b *testing.B) {
+		for b.Loop() {
+			fb.Reset()
+			for i := range 1000 {
+				fb.AddCustomer("c")
+				for range 4 {
+					fb.AddTrait(s, String("x"))
+					fb.AddTrait(n, Number(float64(i)))
+				}
+			}
+		}
+	})
+	b.Run("typed", func(b *testing.B) {
+		for b.Loop() {
+			fb.Reset()
+			for i := range 1000 {
+				fb.AddCustomer("c")
+				for range 4 {
+					fb.AddString(s, "x")
+					fb.AddNumber(n, float64(i))
+				}
+			}
+		}
+	})
+}
+
+// TestFlatBatchTypedAdders: each typed adder gives the Value AddTrait
+// would, also in a slot that held another type's value before Reset.
+func TestFlatBatchTypedAdders(t *testing.T) {
+	var b FlatBatch
+	n := b.Name("x")
+	when := time.Date(2024, 1, 15, 0, 0, 0, 0, time.UTC)
+	b.AddCustomer("old")
+	for _, v := range []Value{List("a", "b"), Time(when), String("s"), Number(1), Bool(true)} {
+		b.AddTrait(n, v)
+	}
+	b.Reset()
+	b.AddCustomer("c")
+	b.AddString(n, "pro")
+	b.AddNumber(n, 2.5)
+	b.AddBool(n, true)
+	b.AddTime(n, when)
+	b.AddList(n, "vip", "beta")
+	want := []FlatTrait{
+		{Name: n, Value: String("pro")},
+		{Name: n, Value: Number(2.5)},
+		{Name: n, Value: Bool(true)},
+		{Name: n, Value: Time(when)},
+		{Name: n, Value: List("vip", "beta")},
+	}
+	if diff := cmp.Diff(want, b.CustomerTraits(0)); diff != "" {
+		t.Errorf("traits (-want +got):\n%s", diff)
 	}
 }

@@ -260,16 +260,17 @@ func (c *sourceClient) PullFlat(ctx context.Context, cursor string, send func(*F
 			return malformedBatch(err)
 		}
 		if group == nil {
-			group = append(dec.group[:0], w.raw)
-		}
-		for _, raw := range group {
-			b, err := dec.decode(raw)
+			b, err := dec.decode(w.raw)
 			if err != nil {
 				return malformedBatch(err)
 			}
 			if err := send(b); err != nil {
 				return err
 			}
+			continue
+		}
+		if err := dec.decodeGroup(group, send); err != nil {
+			return err
 		}
 	}
 }
