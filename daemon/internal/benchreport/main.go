@@ -64,7 +64,10 @@ func main() {
 	pkgs := flag.String("pkgs", "./...", "packages")
 	flag.Parse()
 
-	args := []string{"test", "-run", "^$", "-bench", *pattern, "-benchtime", *benchtime, "-benchmem", "-timeout", "60m"}
+	// -p 1: one package's benchmarks at a time. By default go test runs
+	// as many packages at once as there are cores, and a benchmark sharing
+	// the 2 cores with another package's measures neither.
+	args := []string{"test", "-p", "1", "-run", "^$", "-bench", *pattern, "-benchtime", *benchtime, "-benchmem", "-timeout", "60m"}
 	args = append(args, strings.Fields(*pkgs)...)
 	cmd := exec.Command("go", args...)
 	cmd.Stderr = os.Stderr
