@@ -53,18 +53,18 @@ func appendSendRequest(b []byte, msgs []Message) (_ []byte, ok bool) {
 		keys = sortedKeys(keys[:0], m.Metadata)
 		b = protowire.AppendTag(b, fSendRequestMessages, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(messageSize(m, keys)))
-		b = appendStringField(b, fMessageKey, m.Key)
-		b = appendStringField(b, fMessageCustomerID, m.CustomerID)
-		b = appendStringField(b, fMessageTo, m.To)
-		b = appendStringField(b, fMessageFrom, m.From)
-		b = appendStringField(b, fMessageReplyTo, m.ReplyTo)
-		b = appendStringField(b, fMessageSubject, m.Subject)
-		b = appendStringField(b, fMessageText, m.Text)
-		b = appendStringField(b, fMessageHTML, m.HTML)
+		b = appendString(b, fMessageKey, m.Key)
+		b = appendString(b, fMessageCustomerID, m.CustomerID)
+		b = appendString(b, fMessageTo, m.To)
+		b = appendString(b, fMessageFrom, m.From)
+		b = appendString(b, fMessageReplyTo, m.ReplyTo)
+		b = appendString(b, fMessageSubject, m.Subject)
+		b = appendString(b, fMessageText, m.Text)
+		b = appendString(b, fMessageHTML, m.HTML)
 		for _, h := range m.Headers {
 			b = protowire.AppendTag(b, fMessageHeaders, protowire.BytesType)
 			b = protowire.AppendVarint(b, uint64(headerSize(&h)))
-			b = appendStringField(b, fHeaderName, h.Name)
+			b = appendString(b, fHeaderName, h.Name)
 			for _, v := range h.Values {
 				b = protowire.AppendTag(b, fHeaderValues, protowire.BytesType)
 				b = protowire.AppendString(b, v)
@@ -143,14 +143,6 @@ func stringFieldSize(s string) int {
 	return 1 + protowire.SizeBytes(len(s)) // every field number here fits a one-byte tag
 }
 
-func appendStringField(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
 func messageSize(m *Message, keys []string) int {
 	n := stringFieldSize(m.Key) + stringFieldSize(m.CustomerID) + stringFieldSize(m.To) + stringFieldSize(m.From) +
 		stringFieldSize(m.ReplyTo) + stringFieldSize(m.Subject) + stringFieldSize(m.Text) + stringFieldSize(m.HTML)
@@ -198,18 +190,18 @@ func appendSendResponse(b []byte, rs []Result) (_ []byte, ok bool) {
 		}
 		b = protowire.AppendTag(b, fSendResponseResults, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
-		b = appendStringField(b, fResultKey, r.Key)
+		b = appendString(b, fResultKey, r.Key)
 		if status != 0 {
 			b = protowire.AppendTag(b, fResultStatus, protowire.VarintType)
 			b = protowire.AppendVarint(b, status)
 		}
-		b = appendStringField(b, fResultProviderID, r.ProviderID)
+		b = appendString(b, fResultProviderID, r.ProviderID)
 		if retry != 0 {
 			b = protowire.AppendTag(b, fResultRetryAfterMs, protowire.VarintType)
 			b = protowire.AppendVarint(b, retry)
 		}
-		b = appendStringField(b, fResultReason, r.Reason)
-		b = appendStringField(b, fResultCode, r.Code)
+		b = appendString(b, fResultReason, r.Reason)
+		b = appendString(b, fResultCode, r.Code)
 	}
 	return b, true
 }
