@@ -150,26 +150,16 @@ func (s *Source) Pull(ctx context.Context, cursorText string, send func(*sdk.Bat
 	return s.PullFlat(ctx, cursorText, func(fb *sdk.FlatBatch) error { return send(mapBatch(fb)) })
 }
 
-// mapBatch copies fb into a Batch of its own: every customer with a map
-// (empty when it has no traits), empty lists as nil.
+// mapBatch returns fb in map form as a Batch of its own: fb is reused for
+// the next batch, so the lists FlatBatch.Batch shares with it are copied
+// (empty ones as nil), and a customer without traits gets an empty map.
 func mapBatch(fb *sdk.FlatBatch) *sdk.Batch {
-	b := &sdk.Batch{
-		Deletes:  cloneOrNil(fb.Deletes),
-		Events:   cloneOrNil(fb.Events),
-		Consents: cloneOrNil(fb.Consents),
-		Problems: cloneOrNil(fb.Problems),
-		Cursor:   fb.Cursor,
-		CaughtUp: fb.CaughtUp,
-	}
-	if len(fb.Customers) > 0 {
-		b.Customers = make([]sdk.Customer, len(fb.Customers))
-		for i, c := range fb.Customers {
-			ts := fb.CustomerTraits(i)
-			m := make(map[string]sdk.Value, len(ts))
-			for _, t := range ts {
-				m[fb.Names[t.Name]] = t.Value
-			}
-			b.Customers[i] = sdk.Customer{ID: c.ID, Traits: m}
+	b := fb.Batch()
+	b.Deletes, b.Events = cloneOrNil(b.Deletes), cloneOrNil(b.Events)
+	b.Consents, b.Problems = cloneOrNil(b.Consents), cloneOrNil(b.Problems)
+	for i := range b.Customers {
+		if b.Customers[i].Traits == nil {
+			b.Customers[i].Traits = map[string]sdk.Value{}
 		}
 	}
 	return b
