@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,7 +54,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = bare.Close() })
-	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestDirectSendHelper$")
+	cmd := exec.CommandContext(b.Context(), os.Args[0]) // TestMain runs the client
 	cmd.Env = append(os.Environ(), "COHORT_DIRECT_SEND_URL="+bare.URL, "COHORT_DIRECT_SEND_KEY="+bare.APIKey(),
 		"COHORT_DIRECT_SEND_N="+strconv.Itoa(n), "COHORT_DIRECT_SEND_INFLIGHT="+strconv.Itoa(dispatchers*parallel))
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -63,16 +64,18 @@ func BenchmarkPluginProcess(b *testing.B) {
 	b.ReportMetric(float64(bareCPU.Microseconds())/float64(n), "bare-µs/msg")
 }
 
-// TestDirectSendHelper is the child process of BenchmarkPluginProcess's
-// baseline.
-func TestDirectSendHelper(t *testing.T) {
-	url := os.Getenv("COHORT_DIRECT_SEND_URL")
-	if url == "" {
-		t.Skip("run by BenchmarkPluginProcess")
+// TestMain runs sgbench.DirectSend, the baseline's client, when
+// BenchmarkPluginProcess starts this binary as its child
+// (COHORT_DIRECT_SEND_URL set), and the tests otherwise.
+func TestMain(m *testing.M) {
+	if url := os.Getenv("COHORT_DIRECT_SEND_URL"); url != "" {
+		n, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_N"))
+		inflight, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_INFLIGHT"))
+		if _, err := sgbench.DirectSend(context.Background(), url, os.Getenv("COHORT_DIRECT_SEND_KEY"), n, inflight); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	n, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_N"))
-	inflight, _ := strconv.Atoi(os.Getenv("COHORT_DIRECT_SEND_INFLIGHT"))
-	if _, err := sgbench.DirectSend(t.Context(), url, os.Getenv("COHORT_DIRECT_SEND_KEY"), n, inflight); err != nil {
-		t.Fatal(err)
-	}
+	os.Exit(m.Run())
 }

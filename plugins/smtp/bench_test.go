@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,7 +68,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = bare.Close() })
-	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestBareSendHelper$")
+	cmd := exec.CommandContext(b.Context(), os.Args[0]) // TestMain runs the client
 	cmd.Env = append(os.Environ(), "COHORT_BARE_SEND_ADDR="+bare.Addr(), "COHORT_BARE_SEND_N="+strconv.Itoa(n))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("bare send: %v\n%s", err, out)
@@ -76,15 +77,17 @@ func BenchmarkPluginProcess(b *testing.B) {
 	b.ReportMetric(float64(bareCPU.Microseconds())/float64(n), "bare-µs/msg")
 }
 
-// TestBareSendHelper is the child process of BenchmarkPluginProcess's
-// baseline: smtpsink.BareSend over 4 connections.
-func TestBareSendHelper(t *testing.T) {
-	addr := os.Getenv("COHORT_BARE_SEND_ADDR")
-	if addr == "" {
-		t.Skip("run by BenchmarkPluginProcess")
+// TestMain runs smtpsink.BareSend over 4 connections, the baseline's
+// client, when BenchmarkPluginProcess starts this binary as its child
+// (COHORT_BARE_SEND_ADDR set), and the tests otherwise.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("COHORT_BARE_SEND_ADDR"); addr != "" {
+		n, _ := strconv.Atoi(os.Getenv("COHORT_BARE_SEND_N"))
+		if _, err := smtpsink.BareSend(context.Background(), addr, n, 4); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	n, _ := strconv.Atoi(os.Getenv("COHORT_BARE_SEND_N"))
-	if _, err := smtpsink.BareSend(t.Context(), addr, n, 4); err != nil {
-		t.Fatal(err)
-	}
+	os.Exit(m.Run())
 }
