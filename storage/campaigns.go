@@ -53,7 +53,7 @@ func (db *DB) WriteTx(ctx context.Context, fn func(*Tx) error) error {
 	if db.dialect != SQLite {
 		return db.Tx(ctx, fn)
 	}
-	return db.session(ctx).Connection(func(g *gorm.DB) error {
+	return db.txSession(ctx).Connection(func(g *gorm.DB) error {
 		if err := g.Exec("BEGIN IMMEDIATE").Error; err != nil {
 			return err
 		}

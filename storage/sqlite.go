@@ -17,15 +17,27 @@ import (
 )
 
 // openSQLite opens the database file in WAL mode with a busy timeout and
-// foreign keys on. Write transactions begin IMMEDIATE so concurrent writers
-// queue on the busy timeout instead of failing with "database is locked".
-func openSQLite(cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
+// foreign keys on, twice: a pool of MaxOpenConns connections for reads and
+// statements outside transactions, and one connection for transactions
+// (Tx, WriteTx).
+//
+// SQLite has one writer at a time anyway. With transactions spread over a
+// pool, each connection found the database changed by another at its next
+// transaction and dropped its whole page cache, reading the pages back and
+// allocating them anew; writers also waited for each other in SQLite's busy
+// handler, which sleeps in steps of milliseconds. On one connection the
+// cache stays valid across transactions and waiting writers queue in
+// database/sql, each taking the connection as soon as it is free.
+// Transactions still begin IMMEDIATE, so a statement outside a
+// transaction that writes waits on the busy timeout instead of failing
+// with "database is locked".
+func openSQLite(cfg Config, gcfg *gorm.Config) (read, write *gorm.DB, err error) {
 	path := cfg.DSN
 	if path == "" {
-		return nil, errors.New("storage.dsn: the SQLite file path is empty; set it, e.g. var/cohort.db")
+		return nil, nil, errors.New("storage.dsn: the SQLite file path is empty; set it, e.g. var/cohort.db")
 	}
 	if err := checkWritable(path); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -46,21 +58,40 @@ func openSQLite(cfg Config, gcfg *gorm.Config) (*gorm.DB, error) {
 	q.Add("_pragma", "wal_autocheckpoint(16384)")
 	q.Set("_txlock", "immediate")
 	q.Set("_time_format", "sqlite")
-	gdb, err := gorm.Open(sqlite.Open("file:"+path+"?"+q.Encode()), gcfg)
-	if err != nil {
-		return nil, fmt.Errorf("storage: open SQLite %s: %w", path, err)
-	}
-	sqlDB, err := gdb.DB()
-	if err != nil {
-		return nil, err
-	}
 	n := cfg.MaxOpenConns
 	if n <= 0 {
 		n = 4
 	}
-	sqlDB.SetMaxOpenConns(n)
-	sqlDB.SetMaxIdleConns(n)
-	return gdb, nil
+	open := func(conns int) (*gorm.DB, error) {
+		gdb, err := gorm.Open(sqlite.Open("file:"+path+"?"+q.Encode()), gcfg)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open SQLite %s: %w", path, err)
+		}
+		sqlDB, err := gdb.DB()
+		if err != nil {
+			return nil, err
+		}
+		sqlDB.SetMaxOpenConns(conns)
+		sqlDB.SetMaxIdleConns(conns)
+		return gdb, nil
+	}
+	if read, err = open(n); err != nil {
+		return nil, nil, err
+	}
+	if write, err = open(1); err != nil {
+		closeGorm(read)
+		return nil, nil, err
+	}
+	return read, write, nil
+}
+
+// closeGorm closes gdb's connection pool.
+func closeGorm(gdb *gorm.DB) error {
+	sqlDB, err := gdb.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
 }
 
 // checkWritable makes the database's directory and verifies the file can be

@@ -40,7 +40,10 @@ var ErrNotFound = errors.New("not found")
 
 // DB is an open, migrated database.
 type DB struct {
-	gdb     *gorm.DB
+	gdb *gorm.DB
+	// wdb runs transactions: on SQLite a pool of one connection of its
+	// own (see openSQLite), on PostgreSQL gdb itself.
+	wdb     *gorm.DB
 	dialect Dialect
 	log     *slog.Logger
 }
@@ -58,21 +61,22 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	}
 	var (
-		gdb *gorm.DB
-		err error
+		gdb, wdb *gorm.DB
+		err      error
 	)
 	switch cfg.Driver {
 	case SQLite:
-		gdb, err = openSQLite(cfg, gcfg)
+		gdb, wdb, err = openSQLite(cfg, gcfg)
 	case Postgres:
 		gdb, err = openPostgres(cfg, gcfg)
+		wdb = gdb
 	default:
 		return nil, fmt.Errorf("storage: unknown driver %q: use sqlite or postgres", cfg.Driver)
 	}
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{gdb: gdb, dialect: cfg.Driver, log: cfg.Logger}
+	db := &DB{gdb: gdb, wdb: wdb, dialect: cfg.Driver, log: cfg.Logger}
 	if err := db.Ping(ctx); err != nil {
 		db.Close()
 		return nil, describeConnectError(cfg, err)
@@ -96,19 +100,25 @@ func (db *DB) Ping(ctx context.Context) error {
 	return sqlDB.PingContext(ctx)
 }
 
-// Close closes the connection pool.
+// Close closes the connection pools.
 func (db *DB) Close() error {
-	sqlDB, err := db.gdb.DB()
-	if err != nil {
-		return err
+	err := closeGorm(db.gdb)
+	if db.wdb != db.gdb {
+		err = errors.Join(err, closeGorm(db.wdb))
 	}
-	return sqlDB.Close()
+	return err
 }
 
 // session returns a fresh gorm session bound to ctx (a chained *gorm.DB is
 // not reusable).
 func (db *DB) session(ctx context.Context) *gorm.DB {
 	return db.gdb.WithContext(ctx)
+}
+
+// txSession is session for transactions: on SQLite its connection is the
+// one that runs every transaction.
+func (db *DB) txSession(ctx context.Context) *gorm.DB {
+	return db.wdb.WithContext(ctx)
 }
 
 // gormLogger sends gorm's logs to slog: errors (other than not-found) and

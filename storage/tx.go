@@ -19,7 +19,7 @@ type Tx struct {
 // Tx runs fn in a transaction, committing when it returns nil. On SQLite the
 // transaction begins IMMEDIATE, taking the write lock up front.
 func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
-	return db.session(ctx).Transaction(func(g *gorm.DB) error {
+	return db.txSession(ctx).Transaction(func(g *gorm.DB) error {
 		return fn(&Tx{g: g, dialect: db.dialect})
 	})
 }
