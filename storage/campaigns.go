@@ -426,8 +426,8 @@ func (tx *Tx) CompleteThenDue(cs []Completion, now time.Time, channel string, li
 // (DueForClaim's), part 1 the completed ids.
 const qCompleteThenDuePostgres = `WITH done AS (` + qCompletePostgres + `),
 	due AS (SELECT o.id, o.key, o.campaign, o.customer_id, o.kind, o.arm, o.attempts, o.not_before_ms FROM outbox o
-		WHERE o.channel = $9 AND o.state = 'pending' AND o.not_before_ms <= $10
-		ORDER BY o.not_before_ms, o.id LIMIT $11 FOR UPDATE SKIP LOCKED)
+		WHERE o.channel = $10 AND o.state = 'pending' AND o.not_before_ms <= $11
+		ORDER BY o.not_before_ms, o.id LIMIT $12 FOR UPDATE SKIP LOCKED)
 	SELECT 0, d.id, d.key, d.campaign, d.customer_id, d.kind, d.arm, d.attempts, c.traits::text, d.not_before_ms
 		FROM due d LEFT JOIN customers c ON c.id = d.customer_id
 	UNION ALL SELECT 1, id, '', '', '', '', '', 0, NULL, 0 FROM done
@@ -765,6 +765,10 @@ type Completion struct {
 	// asked to wait (a rate limit) or the request never left, so the retry
 	// is not a failure toward the attempt limit.
 	Uncounted bool
+	// Unindexed: no delivery event can name this message by its provider
+	// id alone (its channel has no webhook), so KeysByProviderID need not
+	// find it; ProviderID is stored all the same, without an index entry.
+	Unindexed bool
 }
 
 // Complete records outcomes of claimed rows. Each update applies only while
@@ -821,14 +825,14 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 				b = appendJSONString(b, c.ProviderID)
 			}
 			b = append(b, '}')
-			q = `UPDATE outbox SET state = ?, provider_id = v.value, reason = ?, not_before_ms = ?, done_ms = ?,
-				lease_token = '', lease_until_ms = 0, attempts = attempts - ?
+			q = `UPDATE outbox SET state = ?, provider_id = v.value, provider_ref = CASE ? WHEN 1 THEN '' ELSE v.value END,
+				reason = ?, not_before_ms = ?, done_ms = ?, lease_token = '', lease_until_ms = 0, attempts = attempts - ?
 				FROM json_each(?) AS v WHERE outbox.id = CAST(v.key AS INTEGER) AND outbox.lease_token = ? AND outbox.state = 'sending'
 				RETURNING outbox.id`
-			args = []any{c0.State, c0.Reason, timeMS(c0.NotBefore), done, boolInt(c0.Uncounted), string(b), c0.Token}
+			args = []any{c0.State, boolInt(c0.Unindexed), c0.Reason, timeMS(c0.NotBefore), done, boolInt(c0.Uncounted), string(b), c0.Token}
 		} else {
 			// One JSON parameter of [id, token, state, provider id,
-			// reason, not_before, done, uncounted] rows: the driver
+			// reason, not_before, done, uncounted, unindexed] rows: the driver
 			// compiles the statement at every call, so its text stays
 			// short whatever the number of rows.
 			b := make([]byte, 0, 64*len(part))
@@ -847,14 +851,15 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 					b = append(b, ',')
 					b = appendJSONString(b, str)
 				}
-				for _, n := range [...]int64{timeMS(c.NotBefore), done, int64(boolInt(c.Uncounted))} {
+				for _, n := range [...]int64{timeMS(c.NotBefore), done, int64(boolInt(c.Uncounted)), int64(boolInt(c.Unindexed))} {
 					b = append(b, ',')
 					b = strconv.AppendInt(b, n, 10)
 				}
 				b = append(b, ']')
 			}
 			b = append(b, ']')
-			q = `UPDATE outbox SET state = v.value->>2, provider_id = v.value->>3, reason = v.value->>4, not_before_ms = v.value->>5,
+			q = `UPDATE outbox SET state = v.value->>2, provider_id = v.value->>3,
+				provider_ref = CASE v.value->>8 WHEN 1 THEN '' ELSE v.value->>3 END, reason = v.value->>4, not_before_ms = v.value->>5,
 				done_ms = v.value->>6, lease_token = '', lease_until_ms = 0, attempts = outbox.attempts - (v.value->>7)
 				FROM json_each(?) AS v WHERE outbox.id = v.value->>0 AND outbox.lease_token = v.value->>1 AND outbox.state = 'sending'
 				RETURNING outbox.id`
@@ -871,15 +876,16 @@ func (tx *Tx) Complete(cs []Completion, now time.Time) ([]int64, error) {
 
 // qCompletePostgres is Complete's statement on PostgreSQL; its parameters
 // are pgCompleteArgs'.
-const qCompletePostgres = `UPDATE outbox o SET state = v.state, provider_id = v.pid, reason = v.reason, not_before_ms = v.nb, done_ms = v.done,
-	lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
-	FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS v(id, token, state, pid, reason, nb, done, dec)
+const qCompletePostgres = `UPDATE outbox o SET state = v.state, provider_id = v.pid, provider_ref = CASE WHEN v.unidx = 1 THEN '' ELSE v.pid END,
+	reason = v.reason, not_before_ms = v.nb, done_ms = v.done, lease_token = '', lease_until_ms = 0, attempts = o.attempts - v.dec
+	FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+		AS v(id, token, state, pid, reason, nb, done, dec, unidx)
 	WHERE o.id = v.id AND o.lease_token = v.token AND o.state = 'sending' RETURNING o.id`
 
 // pgCompleteArgs are the column arrays of completions.
 func pgCompleteArgs(cs []Completion, now time.Time) []any {
 	n := len(cs)
-	ids, nbs, dones, decs := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	ids, nbs, dones, decs, unidx := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	tokens, states, pids, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, c := range cs {
 		ids[i], tokens[i], states[i], pids[i], reasons[i], nbs[i] = c.ID, c.Token, c.State, c.ProviderID, c.Reason, timeMS(c.NotBefore)
@@ -889,8 +895,11 @@ func pgCompleteArgs(cs []Completion, now time.Time) []any {
 		if c.Uncounted {
 			decs[i] = 1
 		}
+		if c.Unindexed {
+			unidx[i] = 1
+		}
 	}
-	return []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs)}
+	return []any{pgInt8Array(ids), pgTextArray(tokens), pgTextArray(states), pgTextArray(pids), pgTextArray(reasons), pgInt8Array(nbs), pgInt8Array(dones), pgInt8Array(decs), pgInt8Array(unidx)}
 }
 
 // same reports whether completions differ only in row and provider ids.
@@ -898,7 +907,7 @@ func same(cs []Completion) bool {
 	c0 := cs[0]
 	for _, c := range cs[1:] {
 		if c.Token != c0.Token || c.State != c0.State || c.Reason != c0.Reason || !c.NotBefore.Equal(c0.NotBefore) ||
-			c.Uncounted != c0.Uncounted {
+			c.Uncounted != c0.Uncounted || c.Unindexed != c0.Unindexed {
 			return false
 		}
 	}
@@ -1077,7 +1086,7 @@ func (db *DB) KeysByProviderID(ctx context.Context, channel string, ids []string
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := db.session(ctx).Raw(`SELECT provider_id, key FROM outbox WHERE channel = ? AND provider_id IN ?`, channel, ids).Rows()
+	rows, err := db.session(ctx).Raw(`SELECT provider_ref, key FROM outbox WHERE channel = ? AND provider_ref IN ? AND provider_ref <> ''`, channel, ids).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("storage: keys by provider id: %w", err)
 	}

@@ -620,6 +620,53 @@ func TestRecordDeliveryEvents(t *testing.T) {
 	})
 }
 
+// TestUnindexedProviderIDs: a completion marked Unindexed (a channel with
+// no delivery events) keeps its provider id on the row but
+// KeysByProviderID does not find it; an indexed one is found. Both the
+// statement for a uniform batch and the one for mixed outcomes are used.
+func TestUnindexedProviderIDs(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		keys := []string{"u1", "u2", "i1", "i2", "m1", "m2"}
+		var rows []storage.OutboxRow
+		for i, k := range keys {
+			rows = append(rows, outboxRow(k, fmt.Sprintf("c%d", i)))
+		}
+		enqueue(t, db, rows...)
+		byKey, err := db.OutboxByKeys(ctx, keys)
+		require.NoError(t, err)
+		var all []int64
+		for _, k := range keys {
+			all = append(all, byKey[k].ID)
+		}
+		require.Len(t, claim(t, db, all, "A", t0, t0.Add(time.Minute)), len(keys))
+		sent := func(k string, unindexed bool) storage.Completion {
+			return storage.Completion{ID: byKey[k].ID, Token: "A", State: storage.OutboxSent, ProviderID: "p-" + k, Unindexed: unindexed}
+		}
+		// Uniform batches: one statement for the batch.
+		applied, err := db.Complete(ctx, []storage.Completion{sent("u1", true), sent("u2", true)}, t0)
+		require.NoError(t, err)
+		require.Len(t, applied, 2)
+		applied, err = db.Complete(ctx, []storage.Completion{sent("i1", false), sent("i2", false)}, t0)
+		require.NoError(t, err)
+		require.Len(t, applied, 2)
+		// Mixed: one unindexed, one indexed, in the general statement.
+		applied, err = db.Complete(ctx, []storage.Completion{sent("m1", true), sent("m2", false)}, t0)
+		require.NoError(t, err)
+		require.Len(t, applied, 2)
+
+		found, err := db.KeysByProviderID(ctx, "email_main", []string{"p-u1", "p-u2", "p-i1", "p-i2", "p-m1", "p-m2"})
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"p-i1": "i1", "p-i2": "i2", "p-m2": "m2"}, found)
+		after, err := db.OutboxByKeys(ctx, keys)
+		require.NoError(t, err)
+		for _, k := range keys {
+			require.Equal(t, storage.OutboxSent, after[k].State, k)
+			require.Equal(t, "p-"+k, after[k].ProviderID, "%s keeps its provider id", k)
+		}
+	})
+}
+
 func eventIDs(evs []storage.DeliveryEvent) []string {
 	out := []string{}
 	for _, e := range evs {

@@ -323,6 +323,10 @@ policies:
 		ch.Batch = min(ch.Batch, info.MaxBatch)
 	}
 	ch.Ready = func() bool { return inst.Status().State == pluginhost.StateRunning }
+	ch.NoEvents = func() bool {
+		info := inst.ChannelInfo()
+		return info.Name != "" && !info.Webhooks
+	}
 	h := &harness{db: db, reg: reg}
 	ch.Send = func(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
 		c, err := host.Channel(channelName)

@@ -431,6 +431,7 @@ func (d *dispatcher) outcomes(comps []storage.Completion, msgs []sdk.Message, by
 	for _, r := range results {
 		got[r.Key] = r
 	}
+	unindexed := d.ch.NoEvents != nil && d.ch.NoEvents()
 	for _, m := range msgs {
 		c := byKey[m.Key]
 		comp := storage.Completion{ID: c.row.ID, Token: token}
@@ -447,7 +448,7 @@ func (d *dispatcher) outcomes(comps []storage.Completion, msgs []sdk.Message, by
 		r.RetryAfter = min(r.RetryAfter, maxRetryAfter)
 		switch r.Status {
 		case sdk.Accepted:
-			comp.State, comp.ProviderID = storage.OutboxSent, r.ProviderID
+			comp.State, comp.ProviderID, comp.Unindexed = storage.OutboxSent, r.ProviderID, unindexed
 		case sdk.Retryable:
 			if rateLimited(r) {
 				// The provider set the pace: waiting is not a failure.

@@ -42,6 +42,10 @@ type Channel struct {
 	Send func(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error)
 	// Ready reports whether the plugin is running (nil: always).
 	Ready func() bool
+	// NoEvents reports that the channel reports no delivery events (its
+	// plugin has no webhook), so no event will look a message up by its
+	// provider id alone and the ids need no index (nil: events may come).
+	NoEvents func() bool
 }
 
 // ErrNotSent marks a Send error for a call that never reached the plugin

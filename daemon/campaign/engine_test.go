@@ -303,6 +303,33 @@ func TestEngineBaselineFiresNothing(t *testing.T) {
 	require.Len(t, h.ch.recipients(), 1)
 }
 
+// TestEngineProviderIDsIndexedOnlyWithEvents: a channel that reports
+// delivery events (NoEvents nil or false) gets its provider ids indexed
+// for events that name only them; one that reports none (NoEvents true)
+// keeps the id on the row without an index entry.
+func TestEngineProviderIDsIndexedOnlyWithEvents(t *testing.T) {
+	noEvents := false
+	h := newHarness(t, campaignSpec{backfill: true}, func(_ *Options, ch *Channel) {
+		ch.NoEvents = func() bool { return noEvents }
+	})
+	h.customer("c1", nil)
+	h.pass([]string{"c1"}, nil)
+	h.dispatch()
+	noEvents = true
+	h.clock.Add(time.Minute)
+	h.customer("c2", nil)
+	h.pass([]string{"c2"}, nil)
+	h.dispatch()
+
+	r1, r2 := h.row("c1"), h.row("c2")
+	require.Equal(t, storage.OutboxSent, r1.State)
+	require.Equal(t, storage.OutboxSent, r2.State)
+	require.Equal(t, "pid-"+r2.Key, r2.ProviderID, "the id is kept without an index entry")
+	keys, err := h.db.KeysByProviderID(h.ctx, "email_main", []string{"pid-" + r1.Key, "pid-" + r2.Key})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"pid-" + r1.Key: r1.Key}, keys)
+}
+
 func TestEngineBackfill(t *testing.T) {
 	h := newHarness(t, campaignSpec{backfill: true})
 	for _, id := range []string{"c1", "c2"} {
