@@ -1,6 +1,8 @@
 // Package smtpchannel is the SMTP channel (kind "email"): it sends each
 // message as one SMTP transaction (MAIL, RCPT, DATA) over a pool of
-// persistent connections to a relay, optionally DKIM-signed.
+// persistent connections to a relay, optionally DKIM-signed. With a relay
+// that offers PIPELINING (RFC 2920) a transaction is two writes: MAIL,
+// RCPT and DATA together, then the content with its terminator.
 //
 // Config keys (see the plugin's main package for an example):
 //
@@ -237,7 +239,7 @@ type txResult struct {
 
 // transact runs MAIL, RCPT and DATA on cn. ctx closes the connection.
 func transact(ctx context.Context, cn *conn, env *envelope) txResult {
-	stop := context.AfterFunc(ctx, func() { _ = cn.raw.Conn.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = cn.raw.Close() })
 	tx := transactOn(cn, env)
 	if !stop() {
 		tx.healthy = false
@@ -252,40 +254,44 @@ func transact(ctx context.Context, cn *conn, env *envelope) txResult {
 func transactOn(cn *conn, env *envelope) txResult {
 	c := cn.c
 	cn.sent++
-	if env.utf8 {
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
-			return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
-				Reason: fmt.Sprintf("address <%s> or <%s> is not ASCII and the relay does not offer SMTPUTF8", env.from, env.to)}}
-		}
+	if env.utf8 && !c.has("SMTPUTF8") {
+		return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
+			Reason: fmt.Sprintf("address <%s> or <%s> is not ASCII and the relay does not offer SMTPUTF8", env.from, env.to)}}
 	}
-	if err := c.Mail(env.from, &smtp.MailOptions{UTF8: env.utf8}); err != nil {
-		tx := failed("MAIL FROM <"+env.from+">", err, false)
+	if strings.ContainsAny(env.from, "\r\n") || strings.ContainsAny(env.to, "\r\n") {
+		// The builder refuses such addresses; a command must never carry one.
+		return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
+			Reason: fmt.Sprintf("address %q or %q has a line break", env.from, env.to)}}
+	}
+	at, err, broken := c.open(env.from, env.to, env.utf8)
+	var tx txResult
+	switch at {
+	case stageMail:
+		tx = failed("MAIL FROM <"+env.from+">", err, false)
 		// A connection the relay closed while it sat idle fails at once (EOF,
 		// reset) or answers 421; a timeout is not staleness.
-		var se *smtp.SMTPError
 		var ne net.Error
-		tx.stale = errors.As(err, &se) && se.Code == 421 || !errors.As(err, &se) && !(errors.As(err, &ne) && ne.Timeout())
+		tx.stale = isCode(err, 421) || !isReply(err) && !(errors.As(err, &ne) && ne.Timeout())
+	case stageRcpt:
+		tx = failed("RCPT TO <"+env.to+">", err, true)
+	case stageData:
+		tx = failed("DATA", err, false)
+	}
+	if at != stageNone {
+		if broken {
+			tx.healthy = false
+		}
+		if at != stageMail {
+			tx = reset(c, tx)
+		}
 		return tx
 	}
-	if err := c.Rcpt(env.to, nil); err != nil {
-		tx := failed("RCPT TO <"+env.to+">", err, true)
-		return reset(c, tx)
-	}
-	w, err := c.Data()
+	text, sent, err := c.finish(env.data)
 	if err != nil {
-		return reset(c, failed("DATA", err, false))
-	}
-	if _, err := w.Write(env.data); err != nil {
-		return txResult{touched: true, result: retryable("", "connection failed while sending the message: "+err.Error(), retryAfter)}
-	}
-	cn.raw.writeErr = nil
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		var se *smtp.SMTPError
 		switch {
-		case errors.As(err, &se):
+		case isReply(err):
 			return failed("end of DATA", err, false)
-		case cn.raw.writeErr != nil:
+		case !sent:
 			// The terminator did not leave: the relay cannot have taken it.
 			return txResult{touched: true, result: retryable("", "connection failed before the end of the message was sent: "+err.Error(), retryAfter)}
 		default:
@@ -293,7 +299,7 @@ func transactOn(cn *conn, env *envelope) txResult {
 				Reason: "no reply after the message was sent (the relay may have it): " + err.Error()}}
 		}
 	}
-	id := queueID(resp.StatusText)
+	id := queueID(text)
 	if id == "" {
 		id = env.messageID
 	}
@@ -302,9 +308,9 @@ func transactOn(cn *conn, env *envelope) txResult {
 
 // reset aborts an open transaction with RSET; a connection that cannot
 // is not reused.
-func reset(c *smtp.Client, tx txResult) txResult {
+func reset(c *client, tx txResult) txResult {
 	if tx.healthy {
-		if err := c.Reset(); err != nil {
+		if err := c.reset(); err != nil {
 			tx.healthy = false
 		}
 	}

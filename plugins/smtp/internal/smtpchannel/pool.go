@@ -10,26 +10,19 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 )
 
 // trackConn is the raw TCP connection under the SMTP client (and under TLS,
-// when there is TLS). It bounds every write with the command timeout, caps
-// the deadlines go-smtp sets (its greeting waits 5 minutes) to that timeout,
-// and remembers whether the last write failed: after the DATA terminator
-// that tells "the terminator never left" (the server cannot have taken the
-// message) from "the reply never came" (it may have).
+// when there is TLS). It bounds every write with the command timeout and
+// caps the deadlines set on it (the TLS handshake's, say) to that timeout.
 type trackConn struct {
 	net.Conn
-	timeout  time.Duration
-	writeErr error
+	timeout time.Duration
 }
 
 func (c *trackConn) Write(p []byte) (int, error) {
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	n, err := c.Conn.Write(p)
-	c.writeErr = err
-	return n, err
+	return c.Conn.Write(p)
 }
 
 // cap brings a deadline later than the timeout from now down to it; the
@@ -47,25 +40,14 @@ func (c *trackConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWrite
 
 // conn is one SMTP connection of the pool.
 type conn struct {
-	c      *smtp.Client
+	c      *client
 	raw    *trackConn
 	sent   int  // transactions started on it
 	reused bool // it carried a transaction before the current one
 }
 
 // close quits politely within the timeout, then closes.
-func (c *conn) close() {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.c.Quit()
-	}()
-	select {
-	case <-done:
-	case <-time.After(c.raw.timeout):
-	}
-	_ = c.c.Close()
-}
+func (c *conn) close() { _ = c.c.quit() }
 
 // pool holds up to Connections persistent connections. A connection is used
 // by one transaction at a time.
@@ -123,7 +105,7 @@ func (p *pool) put(c *conn, healthy bool) {
 	if healthy {
 		c.close()
 	} else {
-		_ = c.c.Close()
+		_ = c.c.close()
 	}
 }
 
@@ -173,9 +155,8 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 		return nil, &setupError{step, err}
 	}
 
-	var c *smtp.Client
-	switch s.TLS {
-	case TLSImplicit:
+	var sc net.Conn = raw // what the session speaks over
+	if s.TLS == TLSImplicit {
 		tc := tls.Client(raw, s.tlsConfig)
 		hctx, cancel := context.WithTimeout(ctx, s.Timeout)
 		err := tc.HandshakeContext(hctx)
@@ -183,30 +164,31 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 		if err != nil {
 			return fail("TLS handshake with "+s.addr, err)
 		}
-		c = smtp.NewClient(tc)
-	case TLSStartTLS:
-		c, err = smtp.NewClientStartTLS(raw, s.tlsConfig)
-		if err != nil {
-			if err.Error() == "smtp: server doesn't support STARTTLS" {
-				err = fmt.Errorf("%s does not offer STARTTLS: use tls: tls if it speaks TLS from the start (port 465), or tls: none only for a trusted local relay", s.addr)
-			}
-			return fail("STARTTLS with "+s.addr, err)
-		}
-	default:
-		c = smtp.NewClient(raw)
+		sc = tc
 	}
-	c.CommandTimeout, c.SubmissionTimeout = s.Timeout, s.Timeout
-	if err := c.Hello(s.HELO); err != nil {
-		_ = c.Close()
+	c := newClient(sc, raw, s.Timeout)
+	if err := c.greet(); err != nil {
+		return fail("greeting from "+s.addr, err)
+	}
+	if err := c.hello(s.HELO); err != nil {
 		return fail("EHLO to "+s.addr, err)
 	}
+	if s.TLS == TLSStartTLS {
+		if !c.has("STARTTLS") {
+			return fail("STARTTLS with "+s.addr, fmt.Errorf("%s does not offer STARTTLS: use tls: tls if it speaks TLS from the start (port 465), or tls: none only for a trusted local relay", s.addr))
+		}
+		if err := c.startTLS(ctx, s.tlsConfig); err != nil {
+			return fail("STARTTLS with "+s.addr, err)
+		}
+		if err := c.hello(s.HELO); err != nil {
+			return fail("EHLO to "+s.addr+" over TLS", err)
+		}
+	}
 	if s.Username != "" {
-		if ok, _ := c.Extension("AUTH"); !ok || !c.SupportsAuth(sasl.Plain) {
-			_ = c.Close()
+		if !c.supportsAuth(sasl.Plain) {
 			return fail("AUTH at "+s.addr, errors.New("the server does not offer AUTH PLAIN: remove username and password, or use a relay that offers it"))
 		}
-		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
-			_ = c.Close()
+		if err := c.auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
 			return fail("AUTH PLAIN as "+s.Username+" at "+s.addr, fmt.Errorf("%w: check username and password", err))
 		}
 	}
