@@ -1,8 +1,9 @@
 // Package smtpchannel is the SMTP channel (kind "email"): it sends each
 // message as one SMTP transaction (MAIL, RCPT, DATA) over a pool of
 // persistent connections to a relay, optionally DKIM-signed. With a relay
-// that offers PIPELINING (RFC 2920) a transaction is two writes: MAIL,
-// RCPT and DATA together, then the content with its terminator.
+// that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write,
+// and the content with its terminator in another, which also carries the
+// next message's MAIL, RCPT and DATA when the same connection has one.
 //
 // Config keys (see the plugin's main package for an example):
 //
@@ -152,24 +153,12 @@ func (c *Channel) Send(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, e
 	now := c.now()
 	results := make([]sdk.Result, len(msgs))
 	touched := make([]bool, len(msgs))
-	// Each worker keeps the connection it got for the messages it takes,
-	// so a Send hands connections around once, not once per message.
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(len(msgs), st.s.Connections) {
 		wg.Go(func() {
-			var b builder
-			var cn *conn
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(msgs) {
-					break
-				}
-				results[i], touched[i] = st.sendOne(ctx, &b, &cn, &msgs[i], now)
-			}
-			if cn != nil {
-				st.pool.put(cn, true)
-			}
+			w := sender{st: st, now: now, msgs: msgs, results: results, touched: touched, next: &next}
+			w.run(ctx)
 		})
 	}
 	wg.Wait()
@@ -189,44 +178,189 @@ func retryable(key, reason string, after time.Duration) sdk.Result {
 	return sdk.Result{Key: key, Status: sdk.Retryable, Reason: reason, RetryAfter: after}
 }
 
-// sendOne sends one message on *held, or on a connection from the pool
-// that it leaves in *held while it can carry more. touched says whether
-// any of the message reached the relay (a MAIL command at least).
-func (st *state) sendOne(ctx context.Context, b *builder, held **conn, m *sdk.Message, now time.Time) (sdk.Result, bool) {
-	if err := ctx.Err(); err != nil {
-		return retryable(m.Key, "not sent: "+err.Error(), 0), false
+// sender is one of Send's workers. It takes messages one at a time from
+// the shared index and keeps the connection it got for the messages it
+// takes, so a Send hands connections around once, not once per message.
+// Under PIPELINING it takes the next message before it finishes the
+// current one, so the current one's content and the next one's MAIL, RCPT
+// and DATA go in one write (RFC 2920 §3.1: content may open a group of
+// commands). A message's outcome is the same as when it goes alone: when
+// the connection fails before the next message's replies, the next one
+// starts over on another connection, as it would have.
+type sender struct {
+	st      *state
+	now     time.Time
+	msgs    []sdk.Message
+	results []sdk.Result
+	touched []bool // whether any of the message reached the relay (a MAIL command at least)
+	next    *atomic.Int64
+
+	b    builder
+	held *conn       // the connection kept between messages
+	stop func() bool // stops ctx from closing held
+}
+
+// outgoing is a message built and ready to go; i < 0 is none.
+type outgoing struct {
+	i   int
+	env *envelope
+}
+
+func (w *sender) run(ctx context.Context) {
+	var cur outgoing // a message whose transaction is open on held
+	cur.i = -1
+	for {
+		next := w.take(ctx)
+		switch {
+		case cur.i >= 0:
+			if !w.finish(ctx, cur, next) {
+				next.i = -1
+			}
+			cur = next
+		case next.i < 0:
+			if w.held != nil {
+				w.release(true)
+			}
+			return
+		case w.start(ctx, next, 0):
+			cur = next
+		}
 	}
-	env, err := b.build(m, now, st.sign)
-	if err != nil {
-		// A message that cannot be built can never be sent.
-		return sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}, false
+}
+
+// take takes messages until one is built, giving the others their
+// results, or returns none when no message is left.
+func (w *sender) take(ctx context.Context) outgoing {
+	for {
+		i := int(w.next.Add(1)) - 1
+		if i >= len(w.msgs) {
+			return outgoing{i: -1}
+		}
+		m := &w.msgs[i]
+		if err := ctx.Err(); err != nil {
+			w.results[i] = retryable(m.Key, "not sent: "+err.Error(), 0)
+			continue
+		}
+		env, err := w.b.build(m, w.now, w.st.sign)
+		if err != nil {
+			// A message that cannot be built can never be sent.
+			w.results[i] = sdk.Result{Key: m.Key, Status: sdk.Permanent, Reason: err.Error()}
+			continue
+		}
+		return outgoing{i: i, env: env}
 	}
-	for attempt := 0; ; attempt++ {
-		cn := *held
+}
+
+// start opens m's transaction on the held connection, or on one from the
+// pool that it then holds, and reports whether the relay now waits for
+// m's content; otherwise m has its result. A reused connection found
+// closed is replaced once (attempt 0), transparently, since nothing was
+// sent on it.
+func (w *sender) start(ctx context.Context, m outgoing, attempt int) bool {
+	for ; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			w.results[m.i] = retryable(w.msgs[m.i].Key, "not sent: "+err.Error(), 0)
+			return false
+		}
+		cn := w.held
 		if cn != nil {
 			cn.reused = true // it carried the previous message
 		} else {
-			cn, err = st.pool.get(ctx)
-			if err != nil {
+			var err error
+			if cn, err = w.acquire(ctx); err != nil {
+				after := retryAfter
 				if ctx.Err() != nil {
-					return retryable(m.Key, "not sent: "+err.Error(), 0), false
+					after = 0
 				}
-				return retryable(m.Key, "not sent: "+err.Error(), retryAfter), false
+				w.results[m.i] = retryable(w.msgs[m.i].Key, "not sent: "+err.Error(), after)
+				return false
 			}
 		}
-		tx := transact(ctx, cn, env)
-		if tx.healthy && cn.sent < st.s.MaxPerConnection {
-			*held = cn
-		} else {
-			*held = nil
-			st.pool.put(cn, tx.healthy)
+		tx, open := openOn(cn, m.env)
+		if open {
+			return true
 		}
+		w.keep(tx.healthy)
 		if tx.stale && cn.reused && attempt == 0 && ctx.Err() == nil {
 			continue // an idle connection the relay had closed: nothing was sent
 		}
-		tx.result.Key = m.Key
-		return tx.result, tx.touched
+		w.record(ctx, m, tx)
+		return false
 	}
+}
+
+// finish sends cur's content and gives cur its result. When next (if any)
+// can go on the same connection, its MAIL, RCPT and DATA go in the same
+// write; else it starts on its own. finish reports whether the relay now
+// waits for next's content; otherwise next has its result.
+func (w *sender) finish(ctx context.Context, cur, next outgoing) bool {
+	cn := w.held
+	var chained *envelope
+	if next.i >= 0 && cn.c.pipelining && cn.sent < w.st.s.MaxPerConnection {
+		if _, refused := refuse(cn.c, next.env); !refused {
+			chained = next.env
+		}
+	}
+	tx, nextSent := finishOn(cn, cur.env, chained)
+	w.record(ctx, cur, tx)
+	if next.i < 0 {
+		w.keep(tx.healthy)
+		return false
+	}
+	if !nextSent {
+		w.keep(tx.healthy)
+		return w.start(ctx, next, 0)
+	}
+	cn.reused = true // it carried cur
+	tx, open := openedOn(cn, next.env)
+	if open {
+		return true
+	}
+	w.keep(tx.healthy)
+	if tx.stale && ctx.Err() == nil {
+		return w.start(ctx, next, 1) // as start's retry of a stale connection
+	}
+	w.record(ctx, next, tx)
+	return false
+}
+
+// acquire gets a connection from the pool and holds it; until release,
+// ctx closes it.
+func (w *sender) acquire(ctx context.Context) (*conn, error) {
+	cn, err := w.st.pool.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.held = cn
+	w.stop = context.AfterFunc(ctx, func() { _ = cn.raw.Close() })
+	return cn, nil
+}
+
+// keep keeps holding the connection after a transaction if it is healthy
+// and may carry more, else releases it.
+func (w *sender) keep(healthy bool) {
+	if !healthy || w.held.sent >= w.st.s.MaxPerConnection {
+		w.release(healthy)
+	}
+}
+
+// release returns the held connection to the pool.
+func (w *sender) release(healthy bool) {
+	if !w.stop() {
+		healthy = false // ctx closed it
+	}
+	w.st.pool.put(w.held, healthy)
+	w.held, w.stop = nil, nil
+}
+
+// record gives m the outcome of its transaction.
+func (w *sender) record(ctx context.Context, m outgoing, tx txResult) {
+	if err := ctx.Err(); err != nil && tx.result.Status == sdk.Retryable {
+		tx.result.RetryAfter = 0
+		tx.result.Reason += " (" + err.Error() + ")"
+	}
+	tx.result.Key = w.msgs[m.i].Key
+	w.results[m.i], w.touched[m.i] = tx.result, tx.touched
 }
 
 // txResult is the outcome of one transaction.
@@ -237,35 +371,46 @@ type txResult struct {
 	touched bool // a command reached the relay
 }
 
-// transact runs MAIL, RCPT and DATA on cn. ctx closes the connection.
-func transact(ctx context.Context, cn *conn, env *envelope) txResult {
-	stop := context.AfterFunc(ctx, func() { _ = cn.raw.Close() })
-	tx := transactOn(cn, env)
-	if !stop() {
-		tx.healthy = false
-	}
-	if ctx.Err() != nil && tx.result.Status == sdk.Retryable {
-		tx.result.RetryAfter = 0
-		tx.result.Reason += " (" + ctx.Err().Error() + ")"
-	}
-	return tx
-}
-
-func transactOn(cn *conn, env *envelope) txResult {
-	c := cn.c
-	cn.sent++
+// refuse gives the outcome of a message that must not be offered to the
+// relay at all.
+func refuse(c *client, env *envelope) (txResult, bool) {
 	if env.utf8 && !c.has("SMTPUTF8") {
 		return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
-			Reason: fmt.Sprintf("address <%s> or <%s> is not ASCII and the relay does not offer SMTPUTF8", env.from, env.to)}}
+			Reason: fmt.Sprintf("address <%s> or <%s> is not ASCII and the relay does not offer SMTPUTF8", env.from, env.to)}}, true
 	}
 	if strings.ContainsAny(env.from, "\r\n") || strings.ContainsAny(env.to, "\r\n") {
 		// The builder refuses such addresses; a command must never carry one.
 		return txResult{healthy: true, result: sdk.Result{Status: sdk.Permanent,
-			Reason: fmt.Sprintf("address %q or %q has a line break", env.from, env.to)}}
+			Reason: fmt.Sprintf("address %q or %q has a line break", env.from, env.to)}}, true
 	}
-	at, err, broken := c.open(env.from, env.to, env.utf8)
-	var tx txResult
+	return txResult{}, false
+}
+
+// openOn runs MAIL, RCPT and DATA for env on cn. open says the relay waits
+// for the content; otherwise tx is the outcome.
+func openOn(cn *conn, env *envelope) (tx txResult, open bool) {
+	cn.sent++
+	if tx, refused := refuse(cn.c, env); refused {
+		return tx, false
+	}
+	at, err, broken := cn.c.open(env.from, env.to, env.utf8)
+	return opened(cn.c, env, at, err, broken)
+}
+
+// openedOn is openOn for MAIL, RCPT and DATA that went with the previous
+// message's content: it reads their replies.
+func openedOn(cn *conn, env *envelope) (tx txResult, open bool) {
+	cn.sent++
+	at, err, broken := cn.c.readOpen()
+	return opened(cn.c, env, at, err, broken)
+}
+
+// opened classifies the failure of MAIL, RCPT or DATA (at; stageNone is
+// none), ending the transaction with RSET after RCPT or DATA.
+func opened(c *client, env *envelope, at stage, err error, broken bool) (tx txResult, open bool) {
 	switch at {
+	case stageNone:
+		return txResult{}, true
 	case stageMail:
 		tx = failed("MAIL FROM <"+env.from+">", err, false)
 		// A connection the relay closed while it sat idle fails at once (EOF,
@@ -277,33 +422,39 @@ func transactOn(cn *conn, env *envelope) txResult {
 	case stageData:
 		tx = failed("DATA", err, false)
 	}
-	if at != stageNone {
-		if broken {
-			tx.healthy = false
-		}
-		if at != stageMail {
-			tx = reset(c, tx)
-		}
-		return tx
+	if broken {
+		tx.healthy = false
 	}
-	text, sent, err := c.finish(env.data)
+	if at != stageMail {
+		tx = reset(c, tx)
+	}
+	return tx, false
+}
+
+// finishOn sends env's content on cn, whose relay waits for it, and gives
+// its outcome. With next, next's MAIL, RCPT and DATA go in the same write;
+// nextSent says they left and the connection stands to read their replies
+// (openedOn).
+func finishOn(cn *conn, env, next *envelope) (tx txResult, nextSent bool) {
+	text, sent, err := cn.c.finish(env.data, next)
+	nextSent = next != nil && sent && (err == nil || isReply(err) && !isCode(err, 421))
 	if err != nil {
 		switch {
 		case isReply(err):
-			return failed("end of DATA", err, false)
+			return failed("end of DATA", err, false), nextSent
 		case !sent:
 			// The terminator did not leave: the relay cannot have taken it.
-			return txResult{touched: true, result: retryable("", "connection failed before the end of the message was sent: "+err.Error(), retryAfter)}
+			return txResult{touched: true, result: retryable("", "connection failed before the end of the message was sent: "+err.Error(), retryAfter)}, false
 		default:
 			return txResult{touched: true, result: sdk.Result{Status: sdk.OutcomeUnknown,
-				Reason: "no reply after the message was sent (the relay may have it): " + err.Error()}}
+				Reason: "no reply after the message was sent (the relay may have it): " + err.Error()}}, false
 		}
 	}
 	id := queueID(text)
 	if id == "" {
 		id = env.messageID
 	}
-	return txResult{healthy: true, touched: true, result: sdk.Result{Status: sdk.Accepted, ProviderID: id}}
+	return txResult{healthy: true, touched: true, result: sdk.Result{Status: sdk.Accepted, ProviderID: id}}, nextSent
 }
 
 // reset aborts an open transaction with RSET; a connection that cannot

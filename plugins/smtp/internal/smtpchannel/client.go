@@ -249,26 +249,43 @@ const (
 // failed RCPT or DATA, in one that RSET ends. The addresses must not hold
 // a line break.
 func (c *client) open(from, to string, utf8 bool) (failed stage, err error, broken bool) {
-	c.out = append(c.out[:0], "MAIL FROM:<"...)
-	c.out = append(c.out, from...)
-	c.out = append(c.out, '>')
-	if utf8 {
-		// RFC 6531: the content may hold UTF-8 too.
-		if c.has("8BITMIME") {
-			c.out = append(c.out, " BODY=8BITMIME"...)
-		}
-		c.out = append(c.out, " SMTPUTF8"...)
-	}
-	c.out = append(c.out, "\r\n"...)
 	if !c.pipelining {
+		c.out = appendMail(c.out[:0], from, utf8, c.has("8BITMIME"))
 		return c.openLockStep(to)
 	}
-	c.out = append(c.out, "RCPT TO:<"...)
-	c.out = append(c.out, to...)
-	c.out = append(c.out, ">\r\nDATA\r\n"...)
+	c.out = c.appendOpen(c.out[:0], from, to, utf8)
 	if err := c.write(c.out); err != nil {
 		return stageMail, err, true
 	}
+	return c.readOpen()
+}
+
+// appendMail appends the MAIL command.
+func appendMail(b []byte, from string, utf8, eightBit bool) []byte {
+	b = append(b, "MAIL FROM:<"...)
+	b = append(b, from...)
+	b = append(b, '>')
+	if utf8 {
+		// RFC 6531: the content may hold UTF-8 too.
+		if eightBit {
+			b = append(b, " BODY=8BITMIME"...)
+		}
+		b = append(b, " SMTPUTF8"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// appendOpen appends MAIL, RCPT and DATA, to go in one write under
+// PIPELINING.
+func (c *client) appendOpen(b []byte, from, to string, utf8 bool) []byte {
+	b = appendMail(b, from, utf8, c.has("8BITMIME"))
+	b = append(b, "RCPT TO:<"...)
+	b = append(b, to...)
+	return append(b, ">\r\nDATA\r\n"...)
+}
+
+// readOpen reads the replies to a pipelined MAIL, RCPT and DATA; see open.
+func (c *client) readOpen() (failed stage, err error, broken bool) {
 	replies := [...]struct {
 		stage  stage
 		expect int
@@ -278,10 +295,7 @@ func (c *client) open(from, to string, utf8 bool) (failed stage, err error, brok
 		if err == nil {
 			continue
 		}
-		if !isReply(err) {
-			return r.stage, err, true
-		}
-		if isCode(err, 421) {
+		if !isReply(err) || isCode(err, 421) {
 			return r.stage, err, true
 		}
 		return r.stage, err, !c.drain(len(replies) - 1 - i)
@@ -336,8 +350,14 @@ func (c *client) drain(n int) bool {
 // terminator in one write, and reads the reply: its text on 250, else an
 // *smtp.SMTPError or the network's error. sent says the terminator left:
 // after it, a missing reply does not mean the server lacks the message.
-func (c *client) finish(data []byte) (text string, sent bool, err error) {
+// With next (only under PIPELINING), next's MAIL, RCPT and DATA follow the
+// terminator in the same write, as RFC 2920 allows (content may open a
+// group of commands); readOpen then reads their replies.
+func (c *client) finish(data []byte, next *envelope) (text string, sent bool, err error) {
 	c.out = appendDotStuffed(c.out[:0], data)
+	if next != nil {
+		c.out = c.appendOpen(c.out, next.from, next.to, next.utf8)
+	}
 	if err := c.write(c.out); err != nil {
 		return "", false, err
 	}

@@ -264,6 +264,9 @@ func TestPipelined(t *testing.T) {
 	if n := len(fs.received()); n != 5 {
 		t.Errorf("%d messages arrived, want 5", n)
 	}
+	if n := fs.chainedCount(); n != 4 {
+		t.Errorf("%d contents came with the next MAIL, want 4 (all but the last)", n)
+	}
 	if cmds := fs.commands(); !slices.Contains(cmds, "MAIL FROM:<news@example.com>") || !slices.Contains(cmds, "RCPT TO:<a@example.com>") {
 		t.Errorf("commands: %q", cmds)
 	}
@@ -378,19 +381,29 @@ func TestPipelinedMailRejected(t *testing.T) {
 	c := configure(t, fs.config("connections: 1\n"))
 	blocked := message("blocked", "a@example.com")
 	blocked.From = "blocked@example.com"
-	got := send(t, c, blocked, message("after", "a@example.com"))
-	if r := got["blocked"]; r.Status != sdk.Permanent || r.Code != "553" || !strings.Contains(r.Reason, "MAIL FROM <blocked@example.com>: 553 5.7.1 sender rejected") {
-		t.Errorf("blocked: %s", resultString(r))
+	blocked2 := blocked
+	blocked2.Key = "blocked-2"
+	// blocked's MAIL goes alone, blocked-2's with first's content.
+	got := send(t, c, blocked, message("first", "a@example.com"), blocked2, message("after", "a@example.com"))
+	for _, key := range []string{"blocked", "blocked-2"} {
+		if r := got[key]; r.Status != sdk.Permanent || r.Code != "553" || !strings.Contains(r.Reason, "MAIL FROM <blocked@example.com>: 553 5.7.1 sender rejected") {
+			t.Errorf("%s: %s", key, resultString(r))
+		}
 	}
-	if r := got["after"]; r.Status != sdk.Accepted {
-		t.Errorf("after: %s", resultString(r))
+	for _, key := range []string{"first", "after"} {
+		if r := got[key]; r.Status != sdk.Accepted {
+			t.Errorf("%s: %s", key, resultString(r))
+		}
 	}
 	fs.check()
 	if n := fs.sessionCount(); n != 1 {
 		t.Errorf("%d sessions, want 1", n)
 	}
-	if n := len(fs.received()); n != 1 {
-		t.Errorf("%d contents arrived, want 1", n)
+	if n := len(fs.received()); n != 2 {
+		t.Errorf("%d contents arrived, want 2", n)
+	}
+	if n := fs.chainedCount(); n != 1 {
+		t.Errorf("%d contents came with the next MAIL, want 1", n)
 	}
 	if n := countPrefix(fs.commands(), "RSET"); n != 0 {
 		t.Errorf("%d RSETs after a failed MAIL, want none", n)
@@ -404,7 +417,10 @@ func TestPipelinedRcptRejected(t *testing.T) {
 	sink := startSink(t, smtpsink.Options{Record: true})
 	sink.SetFaults(smtpsink.Faults{RejectRcpt: []string{"gone@example.com"}, TempFailRcpt: []string{"busy@example.com"}, TempFailCode: 452})
 	c := configure(t, sinkConfig(sink, "connections: 1\n"))
-	got := send(t, c, message("gone", "gone@example.com"), message("busy", "busy@example.com"), message("after", "a@example.com"))
+	got := send(t, c, message("first", "a@example.com"), message("gone", "gone@example.com"), message("busy", "busy@example.com"), message("after", "a@example.com"))
+	if r := got["first"]; r.Status != sdk.Accepted {
+		t.Errorf("first: %s", resultString(r))
+	}
 	if r := got["gone"]; r.Status != sdk.Suppress || r.Code != "550" {
 		t.Errorf("gone: %s", resultString(r))
 	}
@@ -414,8 +430,8 @@ func TestPipelinedRcptRejected(t *testing.T) {
 	if r := got["after"]; r.Status != sdk.Accepted {
 		t.Errorf("after: %s", resultString(r))
 	}
-	if sink.Sessions() != 1 || sink.Arrived() != 1 {
-		t.Errorf("%d sessions and %d arrivals, want 1 and 1", sink.Sessions(), sink.Arrived())
+	if sink.Sessions() != 1 || sink.Arrived() != 2 {
+		t.Errorf("%d sessions and %d arrivals, want 1 and 2", sink.Sessions(), sink.Arrived())
 	}
 }
 
@@ -437,16 +453,18 @@ func TestPipelined354AfterFailedRcpt(t *testing.T) {
 		return ""
 	})
 	c := configure(t, fs.config("connections: 1\n"))
-	got := send(t, c, message("gone", "gone@example.com"), message("after", "a@example.com"))
+	got := send(t, c, message("first", "a@example.com"), message("gone", "gone@example.com"), message("after", "a@example.com"))
 	if r := got["gone"]; r.Status != sdk.Suppress || r.Code != "550" {
 		t.Errorf("gone: %s", resultString(r))
 	}
-	if r := got["after"]; r.Status != sdk.Accepted {
-		t.Errorf("after: %s", resultString(r))
+	for _, key := range []string{"first", "after"} {
+		if r := got[key]; r.Status != sdk.Accepted {
+			t.Errorf("%s: %s", key, resultString(r))
+		}
 	}
 	fs.check()
-	if rc := fs.received(); len(rc) != 2 || len(rc[0]) != 0 || len(rc[1]) == 0 {
-		t.Errorf("contents %q, want an empty one then the message", rc)
+	if rc := fs.received(); len(rc) != 3 || len(rc[0]) == 0 || len(rc[1]) != 0 || len(rc[2]) == 0 {
+		t.Errorf("contents %q, want the first message, an empty one, then the last message", rc)
 	}
 	cmds := fs.commands()
 	if i := slices.Index(cmds, "RSET"); i < 0 || i+1 >= len(cmds) || !strings.HasPrefix(cmds[i+1], "MAIL FROM") {
@@ -527,5 +545,118 @@ func TestDroppedAfterTerminatorIsUnknown(t *testing.T) {
 	}
 	if n := sink.Sessions(); n != 2 {
 		t.Errorf("%d sessions, want 2", n)
+	}
+	if n := sink.KeyCounts()["after"]; n != 1 {
+		t.Errorf("after arrived %d times, want once", n)
+	}
+}
+
+// keyOf is the X-Cohort-Key of a content the fake server received.
+func keyOf(data []byte) string {
+	_, rest, _ := bytes.Cut(data, []byte("X-Cohort-Key: "))
+	key, _, _ := bytes.Cut(rest, []byte("\n"))
+	return string(bytes.TrimSuffix(key, []byte("\r")))
+}
+
+// TestChainedAfterFailedContent: the next message's MAIL, RCPT and DATA
+// went with content the relay refused (kept the connection), lost the
+// connection over (421, closed after the reply, no reply in time) or
+// dropped the connection after: the content's own outcome is as when it
+// goes alone, and the next message goes through, once, on the same
+// connection or a new one.
+func TestChainedAfterFailedContent(t *testing.T) {
+	tests := []struct {
+		name     string
+		reply    string // to first's content; "slow" waits past the timeout
+		status   sdk.ResultStatus
+		code     string
+		reason   string
+		sessions int
+	}{
+		{"refused", "554 5.6.0 message refused", sdk.Permanent, "554", "end of DATA: 554 5.6.0 message refused", 1},
+		{"temporary", "451 4.3.0 try again", sdk.Retryable, "451", "451 4.3.0 try again", 1},
+		{"421", "421 4.3.2 shutting down", sdk.Retryable, "421", "421 4.3.2 shutting down", 2},
+		{"closed after 250", "!250 2.0.0 Ok: queued as LAST", sdk.Accepted, "", "", 2},
+		{"dropped", "drop", sdk.OutcomeUnknown, "", "the relay may have it", 2},
+		{"timeout", "slow", sdk.OutcomeUnknown, "", "timeout", 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			fs := startFake(t, []string{"PIPELINING", "ENHANCEDSTATUSCODES"}, func(session int, cmd string, data []byte) string {
+				if cmd != "content" || keyOf(data) != "first" {
+					return ""
+				}
+				if tt.reply == "slow" {
+					<-release
+					return "drop"
+				}
+				return tt.reply
+			})
+			c := configure(t, fs.config("connections: 1\ntimeout: 300ms\n"))
+			got := send(t, c, message("first", "a@example.com"), message("second", "a@example.com"))
+			if r := got["first"]; r.Status != tt.status || r.Code != tt.code || !strings.Contains(r.Reason, tt.reason) {
+				t.Errorf("first: %s; want %v code %q reason containing %q", resultString(r), tt.status, tt.code, tt.reason)
+			}
+			if r := got["second"]; r.Status != sdk.Accepted {
+				t.Errorf("second: %s", resultString(r))
+			}
+			fs.check()
+			if n := fs.sessionCount(); n != tt.sessions {
+				t.Errorf("%d sessions, want %d", n, tt.sessions)
+			}
+			if n := fs.chainedCount(); n != 1 {
+				t.Errorf("%d contents came with the next MAIL, want 1", n)
+			}
+			n := 0
+			for _, data := range fs.received() {
+				if keyOf(data) == "second" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("second arrived %d times, want once", n)
+			}
+		})
+	}
+}
+
+// TestChainedWithinLimits: no chaining past max_per_connection, nor of a
+// message the relay cannot take (SMTPUTF8 not offered).
+func TestChainedWithinLimits(t *testing.T) {
+	fs := startFake(t, []string{"PIPELINING", "8BITMIME"}, nil)
+	c := configure(t, fs.config("connections: 1\nmax_per_connection: 2\n"))
+	var msgs []sdk.Message
+	for i := range 5 {
+		msgs = append(msgs, message("m"+strconv.Itoa(i), "a@example.com"))
+	}
+	msgs[1].To = "zoë@example.com"
+	got := send(t, c, msgs...)
+	for _, m := range msgs {
+		want := sdk.Accepted
+		if m.Key == "m1" {
+			want = sdk.Permanent
+		}
+		if r := got[m.Key]; r.Status != want {
+			t.Errorf("%s: %s, want %v", m.Key, resultString(r), want)
+		}
+	}
+	if r := got["m1"]; !strings.Contains(r.Reason, "SMTPUTF8") {
+		t.Errorf("m1: %s", resultString(r))
+	}
+	fs.check()
+	// m0 and the refused m1 fill the first connection; m2+m3 the second
+	// (chained), m4 the third.
+	if n := fs.sessionCount(); n != 3 {
+		t.Errorf("%d sessions, want 3", n)
+	}
+	if n := fs.chainedCount(); n != 1 {
+		t.Errorf("%d contents came with the next MAIL, want 1", n)
+	}
+	for _, cmd := range fs.commands() {
+		if strings.Contains(cmd, "zo") {
+			t.Errorf("the relay was offered %q", cmd)
+		}
 	}
 }

@@ -31,7 +31,8 @@ type fakeServer struct {
 	// reply answers a command line (or "content" after DATA's 354, with
 	// the content in data) with reply lines joined by CRLF, "" for the
 	// default reply, or "drop" to close the connection without a word.
-	// A reply with code 421 closes the connection after it.
+	// A reply with code 421, or one marked with a leading "!", closes the
+	// connection after it.
 	reply func(session int, cmd string, data []byte) string
 
 	mu       sync.Mutex
@@ -41,6 +42,7 @@ type fakeServer struct {
 	problems []string
 	conns    []net.Conn
 	queued   int
+	chained  int // contents followed by MAIL in the same write
 }
 
 func startFake(t testing.TB, ext []string, reply func(session int, cmd string, data []byte) string) *fakeServer {
@@ -78,8 +80,13 @@ func startFake(t testing.TB, ext []string, reply func(session int, cmd string, d
 	return f
 }
 
+// config is a config sending to the server, with a timeout of 5s unless
+// extra sets one.
 func (f *fakeServer) config(extra string) string {
-	return "host: 127.0.0.1\nport: " + strconv.Itoa(f.ln.Addr().(*net.TCPAddr).Port) + "\ntls: none\ntimeout: 5s\n" + extra
+	if !strings.Contains(extra, "timeout:") {
+		extra = "timeout: 5s\n" + extra
+	}
+	return "host: 127.0.0.1\nport: " + strconv.Itoa(f.ln.Addr().(*net.TCPAddr).Port) + "\ntls: none\n" + extra
 }
 
 func (f *fakeServer) problem(format string, args ...any) {
@@ -196,10 +203,14 @@ func (f *fakeServer) serve(session int, nc net.Conn) {
 		if reply == "drop" {
 			return false
 		}
+		closing := strings.HasPrefix(reply, "421")
+		if r, ok := strings.CutPrefix(reply, "!"); ok {
+			reply, closing = r, true
+		}
 		if _, err := io.WriteString(nc, reply+"\r\n"); err != nil {
 			return false
 		}
-		return !strings.HasPrefix(reply, "421")
+		return !closing
 	}
 	greeting := "220 fake.example.com ESMTP"
 	if f.reply != nil {
@@ -269,7 +280,7 @@ func (f *fakeServer) serve(session int, nc net.Conn) {
 		for _, c := range batch {
 			r := f.answer(session, c, nil, &st)
 			replies = append(replies, r)
-			if r == "drop" || strings.HasPrefix(r, "421") {
+			if r == "drop" || strings.HasPrefix(r, "421") || strings.HasPrefix(r, "!") {
 				break
 			}
 			data = strings.EqualFold(c, "DATA") && strings.HasPrefix(r, "354")
@@ -301,7 +312,7 @@ func (f *fakeServer) readContent(br *bufio.Reader) ([]byte, bool) {
 	if _, err := br.Peek(1); err != nil {
 		return nil, false
 	}
-	if buf := peekBuffered(br); len(buf) < 4000 && !bytes.HasSuffix(buf, []byte("\r\n.\r\n")) && !bytes.Equal(buf, []byte(".\r\n")) {
+	if buf := peekBuffered(br); len(buf) < 4000 && !bytes.Contains(buf, []byte("\r\n.\r\n")) && !bytes.HasPrefix(buf, []byte(".\r\n")) {
 		f.problem("the content came without its terminator in the same write: %q", buf)
 	}
 	content, err := io.ReadAll(textproto.NewReader(br).DotReader())
@@ -310,8 +321,18 @@ func (f *fakeServer) readContent(br *bufio.Reader) ([]byte, bool) {
 	}
 	f.mu.Lock()
 	f.contents = append(f.contents, content)
+	if bytes.HasPrefix(peekBuffered(br), []byte("MAIL FROM:")) {
+		f.chained++
+	}
 	f.mu.Unlock()
 	return content, true
+}
+
+// chainedCount is how many contents came with the next MAIL after them.
+func (f *fakeServer) chainedCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.chained
 }
 
 func peekBuffered(br *bufio.Reader) []byte {
