@@ -434,7 +434,8 @@ func opened(c *client, env *envelope, at stage, err error, broken bool) (tx txRe
 // finishOn sends env's content on cn, whose relay waits for it, and gives
 // its outcome. With next, next's MAIL, RCPT and DATA go in the same write;
 // nextSent says they left and the connection stands to read their replies
-// (openedOn).
+// (openedOn). A write that failed after the terminator left (in next's
+// commands) makes env unknown, not retryable.
 func finishOn(cn *conn, env, next *envelope) (tx txResult, nextSent bool) {
 	text, sent, err := cn.c.finish(env.data, next)
 	nextSent = next != nil && sent && (err == nil || isReply(err) && !isCode(err, 421))

@@ -353,13 +353,20 @@ func (c *client) drain(n int) bool {
 // With next (only under PIPELINING), next's MAIL, RCPT and DATA follow the
 // terminator in the same write, as RFC 2920 allows (content may open a
 // group of commands); readOpen then reads their replies.
+//
+// A write cut short (its timeout, ctx closing the connection) may have
+// handed the terminator to the network before it stopped in next's
+// commands: then sent is true and err is the write's error.
 func (c *client) finish(data []byte, next *envelope) (text string, sent bool, err error) {
 	c.out = appendDotStuffed(c.out[:0], data)
+	end := len(c.out) // just past the terminator
 	if next != nil {
 		c.out = c.appendOpen(c.out, next.from, next.to, next.utf8)
 	}
-	if err := c.write(c.out); err != nil {
-		return "", false, err
+	if n, err := c.nc.Write(c.out); err != nil {
+		// n counts what the network took (over TLS, whole records only:
+		// a record cut short cannot be read by the server).
+		return "", n >= end, err
 	}
 	text, err = c.readReply(250, true)
 	return text, true, err

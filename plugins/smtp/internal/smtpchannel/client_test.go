@@ -3,14 +3,18 @@ package smtpchannel
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/textproto"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -658,5 +662,66 @@ func TestChainedWithinLimits(t *testing.T) {
 		if strings.Contains(cmd, "zo") {
 			t.Errorf("the relay was offered %q", cmd)
 		}
+	}
+}
+
+// cutAfterTerminator is a connection whose write carrying a content's
+// terminator and the next message's MAIL stops right after the terminator,
+// as a write cut short by its timeout, or by ctx closing the connection,
+// may.
+type cutAfterTerminator struct{ net.Conn }
+
+func (c cutAfterTerminator) Write(p []byte) (int, error) {
+	i := bytes.Index(p, []byte("\r\n.\r\nMAIL FROM:"))
+	if i < 0 {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:i+len("\r\n.\r\n")])
+	if err == nil {
+		err = os.ErrDeadlineExceeded
+	}
+	return n, err
+}
+
+// TestChainedWriteCutAfterTerminator: the write of first's content with
+// second's MAIL, RCPT and DATA fails after the terminator left. The relay
+// has first, so first is unknown (a retry could deliver it twice); second,
+// whose content never left, goes once on a new connection.
+func TestChainedWriteCutAfterTerminator(t *testing.T) {
+	fs := startFake(t, []string{"PIPELINING", "ENHANCEDSTATUSCODES"}, nil)
+	c := configure(t, fs.config("connections: 1\n"))
+	p := c.st.pool
+	connect := p.connect
+	p.connect = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := connect(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return cutAfterTerminator{nc}, nil
+	}
+	got := send(t, c, message("first", "a@example.com"), message("second", "a@example.com"))
+	if r := got["first"]; r.Status != sdk.OutcomeUnknown || !strings.Contains(r.Reason, "the relay may have it") {
+		t.Errorf("first: %s, want unknown: its terminator reached the relay", resultString(r))
+	}
+	if r := got["second"]; r.Status != sdk.Accepted {
+		t.Errorf("second: %s", resultString(r))
+	}
+	// The first session may still be reading what reached it.
+	counts := map[string]int{}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		clear(counts)
+		for _, data := range fs.received() {
+			counts[keyOf(data)]++
+		}
+		if counts["first"] > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if counts["first"] != 1 || counts["second"] != 1 {
+		t.Errorf("arrivals %v, want first and second once each", counts)
+	}
+	fs.check()
+	if n := fs.sessionCount(); n != 2 {
+		t.Errorf("%d sessions, want 2", n)
 	}
 }

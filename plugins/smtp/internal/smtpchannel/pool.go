@@ -55,16 +55,20 @@ type pool struct {
 	s     *settings
 	slots chan struct{} // a token per connection that may exist
 	idle  chan *conn
+	// connect opens the TCP connection (a net.Dialer's; tests wrap it).
+	connect func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu     sync.Mutex
 	closed bool
 }
 
 func newPool(s *settings) *pool {
+	d := &net.Dialer{Timeout: s.Timeout}
 	return &pool{
-		s:     s,
-		slots: make(chan struct{}, s.Connections),
-		idle:  make(chan *conn, s.Connections),
+		s:       s,
+		slots:   make(chan struct{}, s.Connections),
+		idle:    make(chan *conn, s.Connections),
+		connect: d.DialContext,
 	}
 }
 
@@ -138,8 +142,7 @@ func (e *setupError) Unwrap() error { return e.err }
 // dial connects, greets, starts TLS and authenticates.
 func (p *pool) dial(ctx context.Context) (*conn, error) {
 	s := p.s
-	d := net.Dialer{Timeout: s.Timeout}
-	nc, err := d.DialContext(ctx, "tcp", s.addr)
+	nc, err := p.connect(ctx, "tcp", s.addr)
 	if err != nil {
 		return nil, &setupError{"connect to " + s.addr, err}
 	}
