@@ -219,7 +219,7 @@ func (w *sender) run(ctx context.Context) {
 			cur = next
 		case next.i < 0:
 			if w.held != nil {
-				w.release(true)
+				w.release(ctx, true)
 			}
 			return
 		case w.start(ctx, next, 0):
@@ -280,7 +280,7 @@ func (w *sender) start(ctx context.Context, m outgoing, attempt int) bool {
 		if open {
 			return true
 		}
-		w.keep(tx.healthy)
+		w.keep(ctx, tx.healthy)
 		if tx.stale && cn.reused && attempt == 0 && ctx.Err() == nil {
 			continue // an idle connection the relay had closed: nothing was sent
 		}
@@ -304,11 +304,11 @@ func (w *sender) finish(ctx context.Context, cur, next outgoing) bool {
 	tx, nextSent := finishOn(cn, cur.env, chained)
 	w.record(ctx, cur, tx)
 	if next.i < 0 {
-		w.keep(tx.healthy)
+		w.keep(ctx, tx.healthy)
 		return false
 	}
 	if !nextSent {
-		w.keep(tx.healthy)
+		w.keep(ctx, tx.healthy)
 		return w.start(ctx, next, 0)
 	}
 	cn.reused = true // it carried cur
@@ -316,7 +316,7 @@ func (w *sender) finish(ctx context.Context, cur, next outgoing) bool {
 	if open {
 		return true
 	}
-	w.keep(tx.healthy)
+	w.keep(ctx, tx.healthy)
 	if tx.stale && ctx.Err() == nil {
 		return w.start(ctx, next, 1) // as start's retry of a stale connection
 	}
@@ -338,18 +338,18 @@ func (w *sender) acquire(ctx context.Context) (*conn, error) {
 
 // keep keeps holding the connection after a transaction if it is healthy
 // and may carry more, else releases it.
-func (w *sender) keep(healthy bool) {
+func (w *sender) keep(ctx context.Context, healthy bool) {
 	if !healthy || w.held.sent >= w.st.s.MaxPerConnection {
-		w.release(healthy)
+		w.release(ctx, healthy)
 	}
 }
 
 // release returns the held connection to the pool.
-func (w *sender) release(healthy bool) {
+func (w *sender) release(ctx context.Context, healthy bool) {
 	if !w.stop() {
 		healthy = false // ctx closed it
 	}
-	w.st.pool.put(w.held, healthy)
+	w.st.pool.put(ctx, w.held, healthy)
 	w.held, w.stop = nil, nil
 }
 

@@ -725,3 +725,33 @@ func TestChainedWriteCutAfterTerminator(t *testing.T) {
 		t.Errorf("%d sessions, want 2", n)
 	}
 }
+
+// TestStuckQuitEndsWithCtx: a used-up connection is retired with QUIT; a
+// relay that never answers it holds Send no longer than ctx, not for the
+// whole timeout.
+func TestStuckQuitEndsWithCtx(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	fs := startFake(t, []string{"PIPELINING"}, func(_ int, cmd string, _ []byte) string {
+		if cmd == "QUIT" {
+			<-release
+			return "drop"
+		}
+		return ""
+	})
+	c := configure(t, fs.config("connections: 1\nmax_per_connection: 1\ntimeout: 20s\n"))
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	results, err := c.Send(ctx, []sdk.Message{message("only", "a@example.com")})
+	elapsed := time.Since(start)
+	if err != nil || len(results) != 1 || results[0].Status != sdk.Accepted {
+		t.Fatalf("Send = %v, %v; want the message accepted", results, err)
+	}
+	if elapsed > 10*time.Second {
+		t.Errorf("Send took %v: QUIT outlived ctx", elapsed)
+	}
+	if cmds := fs.commands(); cmds[len(cmds)-1] != "QUIT" {
+		t.Errorf("commands %q, want QUIT last", cmds)
+	}
+}

@@ -94,8 +94,10 @@ func (p *pool) get(ctx context.Context) (*conn, error) {
 	return c, nil
 }
 
-// put returns c to the pool when healthy and not used up, else closes it.
-func (p *pool) put(c *conn, healthy bool) {
+// put returns c to the pool when healthy and not used up, else closes it:
+// with QUIT when healthy, which ctx cuts short (a relay that does not
+// answer must not hold the caller past its deadline).
+func (p *pool) put(ctx context.Context, c *conn, healthy bool) {
 	defer func() { <-p.slots }()
 	p.mu.Lock()
 	keep := healthy && !p.closed && c.sent < p.s.MaxPerConnection
@@ -107,7 +109,9 @@ func (p *pool) put(c *conn, healthy bool) {
 		return
 	}
 	if healthy {
+		stop := context.AfterFunc(ctx, func() { _ = c.raw.Close() })
 		c.close()
+		stop()
 	} else {
 		_ = c.c.close()
 	}
