@@ -2,6 +2,7 @@ package smtpchannel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -248,6 +249,29 @@ func TestCancelMidTransaction(t *testing.T) {
 		default:
 			t.Errorf("%s: %s, want unknown or retryable", r.Key, resultString(r))
 		}
+	}
+}
+
+// TestCtxEndsBeforeAnyMessage: ctx ends while the relay has not greeted
+// yet: no message reached it, so Send returns ctx's error, not results.
+func TestCtxEndsBeforeAnyMessage(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	fs := startFake(t, []string{"PIPELINING"}, func(_ int, cmd string, _ []byte) string {
+		if cmd == "greeting" {
+			<-release
+		}
+		return ""
+	})
+	c := configure(t, fs.config("connections: 2\n"))
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	results, err := c.Send(ctx, []sdk.Message{message("a", "a@example.com"), message("b", "b@example.com"), message("c", "c@example.com")})
+	if !errors.Is(err, context.DeadlineExceeded) || results != nil {
+		t.Errorf("Send = %v, %v; want no results and ctx's error", results, err)
+	}
+	if cmds := fs.commands(); len(cmds) != 0 {
+		t.Errorf("the relay got %q", cmds)
 	}
 }
 
