@@ -1,7 +1,9 @@
 // Package sgbench is the baseline for send benchmarks through SendGrid: a
 // bare sendgrid-go client posting single-recipient messages to a Mail Send
 // endpoint (normally a local sgserver) at a fixed concurrency, building
-// each body and using the same HTTP client settings as the plugin does.
+// each body as the plugin does, on net/http's stock Transport with the
+// plugin's pool size, timeout and redirect policy (NewStockHTTPClient): what
+// a user of sendgrid-go gets. The plugin has a transport of its own.
 // A benchmark of the daemon (or of the plugin) sends the same messages and
 // prints its rate beside DirectSend's, measured in the same run.
 package sgbench
@@ -58,7 +60,7 @@ func DirectSend(ctx context.Context, baseURL, apiKey string, n, concurrency int)
 	if n < 0 || concurrency < 1 {
 		return 0, fmt.Errorf("sgbench: DirectSend(n=%d, concurrency=%d): n must be ≥ 0 and concurrency ≥ 1", n, concurrency)
 	}
-	client := &rest.Client{HTTPClient: sendgridchannel.NewHTTPClient(concurrency, requestTimeout)}
+	client := &rest.Client{HTTPClient: sendgridchannel.NewStockHTTPClient(concurrency, requestTimeout)}
 	defer client.HTTPClient.CloseIdleConnections()
 
 	run, cancel := context.WithCancel(ctx)

@@ -144,20 +144,41 @@ func (c *Channel) state() (*state, error) {
 	return c.st, nil
 }
 
-// NewHTTPClient returns the HTTP client the channel gives sendgrid-go: a
-// timeout per request, enough idle connections for parallel requests, and
-// no redirects (a redirect means a wrong base_url, reported as such).
+// NewHTTPClient returns the HTTP client the channel gives sendgrid-go:
+// syncTransport (HTTP/1.1 keep-alive in the calling goroutine, enough
+// idle connections for parallel requests, no retries), a timeout per
+// request, and no redirects (a redirect means a wrong base_url, reported
+// as such).
+//
+// The timeout is enforced by the transport, from the dial to the end of
+// the response body, and http.Client.Timeout is left zero: for a
+// RoundTripper it does not know, net/http enforces Client.Timeout with a
+// goroutine and a timer per request.
 func NewHTTPClient(parallel int, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Transport:     newSyncTransport(transportConfig{Parallel: parallel, Timeout: timeout}),
+		CheckRedirect: noRedirects,
+	}
+}
+
+// NewStockHTTPClient returns the client a user of sendgrid-go would
+// configure on net/http alone: a clone of http.DefaultTransport with
+// enough idle connections for parallel requests, Client.Timeout, and no
+// redirects. sgbench's baseline uses it.
+func NewStockHTTPClient(parallel int, timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = max(parallel*4, 64)
 	tr.MaxIdleConnsPerHost = max(parallel*4, 16)
 	return &http.Client{
-		Transport: tr,
-		Timeout:   timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+		Transport:     tr,
+		Timeout:       timeout,
+		CheckRedirect: noRedirects,
 	}
+}
+
+// noRedirects makes http.Client return a redirect as the response.
+func noRedirects(*http.Request, []*http.Request) error {
+	return http.ErrUseLastResponse
 }
 
 // Send sends each message as its own request, at most parallel at once,
