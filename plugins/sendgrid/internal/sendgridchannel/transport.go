@@ -163,12 +163,39 @@ type connKey struct {
 type persistConn struct {
 	key    connKey
 	nc     net.Conn        // requests go here: the TCP connection, or TLS over it
+	tcp    net.Conn        // the TCP connection
 	raw    syscall.RawConn // the TCP connection's, for the idle check; may be nil
 	tls    *tls.ConnectionState
+	cw     connWriter // under bw
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time // when it last went idle
 	used   bool      // it carried a request before
+}
+
+// abort closes the connection at once. Under TLS it closes the TCP
+// connection: tls.Conn.Close first writes a close_notify alert with a
+// deadline of its own, 5 s, which a server that stopped reading makes it
+// wait for in full, past the request's timeout and ctx. Every close on a
+// request's path is an abort; only idle connections closed by the sweep
+// and CloseIdleConnections get a close_notify.
+func (pc *persistConn) abort() { _ = pc.tcp.Close() }
+
+// connWriter is what a connection's bufio.Writer writes to: the connection,
+// keeping the first error. Request.Write returns an error writing the body
+// as an error reading it (an unexported type without Unwrap), which would
+// hide a timeout or a cancelled ctx; RoundTrip returns this one instead.
+type connWriter struct {
+	nc  net.Conn
+	err error
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	n, err := w.nc.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and
@@ -212,7 +239,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// which unblocks a write or a read at once.
 	if err := pc.nc.SetDeadline(deadline); err != nil {
 		closeRequestBody(req)
-		_ = pc.nc.Close()
+		pc.abort()
 		return nil, fmt.Errorf("sendgrid transport: %w", err)
 	}
 	stop := alwaysStopped
@@ -232,19 +259,22 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil {
 		err = pc.bw.Flush()
 	}
+	if err != nil && pc.cw.err != nil {
+		err = pc.cw.err // the connection's error, not Request.Write's wrapping
+	}
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
 	}
 	if err != nil {
 		stop()
-		_ = pc.nc.Close()
+		pc.abort()
 		return nil, fmt.Errorf("sendgrid transport: write request: %w", t.explain(ctx, err))
 	}
 
 	resp, err := pc.readResponse(req, trace)
 	if err != nil {
 		stop()
-		_ = pc.nc.Close()
+		pc.abort()
 		return nil, fmt.Errorf("sendgrid transport: read response: %w", t.explain(ctx, err))
 	}
 	resp.TLS = pc.tls
@@ -324,7 +354,7 @@ func (t *syncTransport) getConn(ctx context.Context, key connKey, u *url.URL, de
 		}
 		idleFor := time.Since(pc.idleAt)
 		if idleFor >= t.idleTimeout || (t.checkIdleAfter >= 0 && idleFor >= t.checkIdleAfter && !idleConnUsable(pc.raw)) {
-			_ = pc.nc.Close()
+			pc.abort()
 			continue
 		}
 		return pc, idleFor, nil
@@ -369,7 +399,7 @@ func (t *syncTransport) dial(ctx context.Context, key connKey, u *url.URL, deadl
 	if err != nil {
 		return nil, err
 	}
-	pc := &persistConn{key: key, nc: nc}
+	pc := &persistConn{key: key, nc: nc, tcp: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	}
@@ -395,8 +425,9 @@ func (t *syncTransport) dial(ctx context.Context, key connKey, u *url.URL, deadl
 		}
 		pc.nc, pc.tls = tc, &state
 	}
+	pc.cw.nc = pc.nc
 	pc.br = bufio.NewReaderSize(pc.nc, readBufSize)
-	pc.bw = bufio.NewWriterSize(pc.nc, writeBufSize)
+	pc.bw = bufio.NewWriterSize(&pc.cw, writeBufSize)
 	return pc, nil
 }
 
@@ -434,7 +465,7 @@ func (t *syncTransport) release(pc *persistConn, stop func() bool, reuse bool) {
 		t.putIdle(pc)
 		return
 	}
-	_ = pc.nc.Close()
+	pc.abort()
 }
 
 func (t *syncTransport) putIdle(pc *persistConn) {
@@ -457,7 +488,7 @@ func (t *syncTransport) putIdle(pc *persistConn) {
 	}
 	t.mu.Unlock()
 	if evicted != nil {
-		_ = evicted.nc.Close()
+		evicted.abort()
 	}
 }
 
@@ -575,7 +606,7 @@ func (b *connBody) Close() error {
 	case b.reading:
 		b.done = true
 		b.stop()
-		_ = b.pc.nc.Close()
+		b.pc.abort()
 	default:
 		b.release(b.length >= 0 && b.n == b.length)
 	}
