@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -110,6 +111,9 @@ const (
 	maxDirectBody = 256 << 10
 	writeBufSize  = 8 << 10
 	readBufSize   = 4 << 10
+	// maxResponseHeaderBytes bounds each response header, as net/http's
+	// Transport does by default.
+	maxResponseHeaderBytes = 10 << 20
 )
 
 // newSyncTransport returns a syncTransport that keeps up to
@@ -167,6 +171,7 @@ type persistConn struct {
 	raw    syscall.RawConn // the TCP connection's, for the idle check; may be nil
 	tls    *tls.ConnectionState
 	cw     connWriter // under bw
+	cr     connReader // under br
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time // when it last went idle
@@ -180,6 +185,33 @@ type persistConn struct {
 // request's path is an abort; only idle connections closed by the sweep
 // and CloseIdleConnections get a close_notify.
 func (pc *persistConn) abort() { _ = pc.tcp.Close() }
+
+// connReader is what a connection's bufio.Reader reads from: the
+// connection, with a limit on the bytes read while a response header is
+// read, so that a server sending an endless header cannot fill the memory
+// until the timeout. http.ReadResponse has no limit of its own; net/http's
+// Transport has this one (MaxResponseHeaderBytes, 10 MB by default).
+type connReader struct {
+	nc    net.Conn
+	limit int64 // bytes left; noLimit while a body is read
+}
+
+const noLimit = math.MaxInt64
+
+// errHeaderTooLarge ends a response header over maxResponseHeaderBytes.
+var errHeaderTooLarge = fmt.Errorf("response header over %d bytes", maxResponseHeaderBytes)
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.limit <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > r.limit {
+		p = p[:r.limit]
+	}
+	n, err := r.nc.Read(p)
+	r.limit -= int64(n)
+	return n, err
+}
 
 // connWriter is what a connection's bufio.Writer writes to: the connection,
 // keeping the first error. Request.Write returns an error writing the body
@@ -278,13 +310,30 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("sendgrid transport: read response: %w", t.explain(ctx, err))
 	}
 	resp.TLS = pc.tls
-	reuse := !resp.Close && !req.Close
+	reuse := !resp.Close && !wantsClose(req)
 	if resp.Body == http.NoBody {
 		t.release(pc, stop, reuse)
 		return resp, nil
 	}
 	resp.Body = &connBody{t: t, rc: resp.Body, pc: pc, stop: stop, reuse: reuse, length: resp.ContentLength}
 	return resp, nil
+}
+
+// wantsClose reports whether req asks for its connection to be closed after
+// it: Close, or a "Connection: close" header, which Request.Write sends as
+// it is. net/http's Transport checks both.
+func wantsClose(req *http.Request) bool {
+	if req.Close {
+		return true
+	}
+	for _, v := range req.Header["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "close") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // alwaysStopped is the stop function when ctx cannot be cancelled.
@@ -426,13 +475,15 @@ func (t *syncTransport) dial(ctx context.Context, key connKey, u *url.URL, deadl
 		pc.nc, pc.tls = tc, &state
 	}
 	pc.cw.nc = pc.nc
-	pc.br = bufio.NewReaderSize(pc.nc, readBufSize)
+	pc.cr = connReader{nc: pc.nc, limit: noLimit}
+	pc.br = bufio.NewReaderSize(&pc.cr, readBufSize)
 	pc.bw = bufio.NewWriterSize(&pc.cw, writeBufSize)
 	return pc, nil
 }
 
 // readResponse reads the final response to req, skipping 1xx ones.
 func (pc *persistConn) readResponse(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+	pc.cr.limit = maxResponseHeaderBytes
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		if _, err := pc.br.Peek(1); err != nil {
 			return nil, err
@@ -445,6 +496,7 @@ func (pc *persistConn) readResponse(req *http.Request, trace *httptrace.ClientTr
 			return nil, err
 		}
 		if resp.StatusCode >= 200 {
+			pc.cr.limit = noLimit
 			return resp, nil
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || n1xx == 5 {
@@ -455,6 +507,7 @@ func (pc *persistConn) readResponse(req *http.Request, trace *httptrace.ClientTr
 				return nil, err
 			}
 		}
+		pc.cr.limit = maxResponseHeaderBytes // each header has the limit, as in net/http
 	}
 }
 

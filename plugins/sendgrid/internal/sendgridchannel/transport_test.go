@@ -359,6 +359,7 @@ func startRawServer(t *testing.T, answer func(c net.Conn, n int) (keep bool)) *r
 						return
 					}
 					if !answer(c, int(s.requests.Add(1))) {
+						_ = c.Close() // waitClosed returns once it is closed
 						s.closed <- struct{}{}
 						return
 					}
@@ -466,6 +467,52 @@ func TestTransportBytesAfterResponse(t *testing.T) {
 		assert.Equal(t, sdk.Accepted, r.Status, "%+v", r)
 		assert.Zero(t, idleCount(tr))
 	}
+	assert.Equal(t, int32(2), s.accepted.Load())
+}
+
+// TestTransportHeaderLimit: a response header that does not end fails the
+// request at maxResponseHeaderBytes, as in net/http, rather than growing
+// in memory until the timeout.
+func TestTransportHeaderLimit(t *testing.T) {
+	line := "X-Filler: " + strings.Repeat("x", 1000) + "\r\n"
+	s := startRawServer(t, func(c net.Conn, _ int) bool {
+		if !write(c, "HTTP/1.1 202 Accepted\r\n") {
+			return false
+		}
+		for sent := 0; sent < maxResponseHeaderBytes+2<<20; sent += len(line) {
+			if !write(c, line) {
+				return false // the client gave up
+			}
+		}
+		return false // without the limit, the client sees EOF here
+	})
+	_, _, err := post(t, clientFor(newTestTransport(t, 10*time.Second)), t.Context(), s.URL)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, errHeaderTooLarge)
+}
+
+// TestTransportRequestConnectionClose: a request sent with a "Connection:
+// close" header does not leave its connection in the pool, even when the
+// answer does not say close.
+func TestTransportRequestConnectionClose(t *testing.T) {
+	s := startRawServer(t, func(c net.Conn, _ int) bool { return write(c, answer202) })
+	tr := newTestTransport(t, 10*time.Second)
+	for _, tt := range []struct {
+		connection string
+		idle       int
+	}{{"", 1}, {"close", 0}, {"keep-alive, Close", 0}} {
+		req, err := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("{}"))
+		require.NoError(t, err)
+		if tt.connection != "" {
+			req.Header.Set("Connection", tt.connection)
+		}
+		resp, err := clientFor(tr).Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+		assert.Equal(t, tt.idle, idleCount(tr), "Connection: %q", tt.connection)
+	}
+	assert.Equal(t, int32(3), s.requests.Load())
 	assert.Equal(t, int32(2), s.accepted.Load())
 }
 
