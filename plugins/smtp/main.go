@@ -1,7 +1,8 @@
 // Command smtp is the Cohort channel plugin (kind "email") that sends
 // through an SMTP relay: one transaction per message over a pool of
-// persistent connections, STARTTLS or implicit TLS, AUTH PLAIN, and DKIM
-// signing that covers List-Unsubscribe and List-Unsubscribe-Post (RFC 8058).
+// persistent connections, pipelined (RFC 2920) when the relay offers
+// PIPELINING, STARTTLS or implicit TLS, AUTH PLAIN, and DKIM signing that
+// covers List-Unsubscribe and List-Unsubscribe-Post (RFC 8058).
 //
 // Config (every key is described in internal/smtpchannel):
 //
