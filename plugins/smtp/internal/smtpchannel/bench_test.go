@@ -3,14 +3,13 @@ package smtpchannel
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cohortd/cohort/plugins/smtp/smtpsink"
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
 // BenchmarkSMTPPlugin measures the channel in process (message building,
@@ -33,29 +32,7 @@ func BenchmarkSMTPPlugin(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
-	var wg sync.WaitGroup
-	chunks := make(chan []sdk.Message)
-	for range conns {
-		wg.Go(func() {
-			for chunk := range chunks {
-				results, err := c.Send(context.Background(), chunk)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, r := range results {
-					if r.Status != sdk.Accepted {
-						b.Errorf("%s: %s", r.Key, resultString(r))
-					}
-				}
-			}
-		})
-	}
-	for chunk := range slices.Chunk(msgs, batch) {
-		chunks <- chunk
-	}
-	close(chunks)
-	wg.Wait()
+	sdktest.SendAll(b, c, msgs, batch, conns)
 	plugin := time.Since(start)
 	b.StopTimer()
 
