@@ -43,7 +43,6 @@ const (
 // they are. A client is used by one goroutine at a time.
 type client struct {
 	nc      net.Conn // the session's connection: raw, or TLS over it
-	raw     *trackConn
 	br      *bufio.Reader
 	timeout time.Duration
 	arm     bool // the next read from the network sets a read deadline
@@ -70,10 +69,10 @@ func (r *netReader) Read(p []byte) (int, error) {
 	return c.nc.Read(p)
 }
 
-// newClient starts a session on nc, which is raw or TLS over raw. It does
-// no I/O: greet reads the greeting.
-func newClient(nc net.Conn, raw *trackConn, timeout time.Duration) *client {
-	c := &client{nc: nc, raw: raw, timeout: timeout}
+// newClient starts a session on nc, which is the pool's trackConn or TLS
+// over it. It does no I/O: greet reads the greeting.
+func newClient(nc net.Conn, timeout time.Duration) *client {
+	c := &client{nc: nc, timeout: timeout}
 	c.br = bufio.NewReaderSize((*netReader)(c), 4096)
 	return c
 }

@@ -173,7 +173,7 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 		}
 		sc = tc
 	}
-	c := newClient(sc, raw, s.Timeout)
+	c := newClient(sc, s.Timeout)
 	if err := c.greet(); err != nil {
 		return fail("greeting from "+s.addr, err)
 	}
