@@ -166,15 +166,26 @@ func NewHTTPClient(parallel int, timeout time.Duration) *http.Client {
 // enough idle connections for parallel requests, Client.Timeout, and no
 // redirects. sgbench's baseline uses it.
 func NewStockHTTPClient(parallel int, timeout time.Duration) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = max(parallel*4, 64)
-	tr.MaxIdleConnsPerHost = max(parallel*4, 16)
 	return &http.Client{
-		Transport:     tr,
+		Transport:     stockTransport(parallel),
 		Timeout:       timeout,
 		CheckRedirect: noRedirects,
 	}
 }
+
+// stockTransport returns a clone of http.DefaultTransport with idle
+// connections for parallel requests in flight per Send: the transport of
+// NewStockHTTPClient, and syncTransport's fallback.
+func stockTransport(parallel int) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = max(parallel*4, 64)
+	tr.MaxIdleConnsPerHost = maxIdlePerHost(parallel)
+	return tr
+}
+
+// maxIdlePerHost is the idle connections per host kept for parallel
+// requests in flight per Send; the host may run several Sends at once.
+func maxIdlePerHost(parallel int) int { return max(parallel*4, 16) }
 
 // noRedirects makes http.Client return a redirect as the response.
 func noRedirects(*http.Request, []*http.Request) error {

@@ -138,15 +138,13 @@ func newSyncTransport(cfg transportConfig) *syncTransport {
 		// rather than several MSS-sized ones while a connection is new.
 		DynamicRecordSizingDisabled: true,
 	}
-	fb := http.DefaultTransport.(*http.Transport).Clone()
-	fb.MaxIdleConns = max(cfg.Parallel*4, 64)
-	fb.MaxIdleConnsPerHost = max(cfg.Parallel*4, 16)
+	fb := stockTransport(cfg.Parallel)
 	if cfg.RootCAs != nil {
 		fb.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs}
 	}
 	return &syncTransport{
 		timeout:        cfg.Timeout,
-		maxIdlePerHost: max(cfg.Parallel*4, 16),
+		maxIdlePerHost: maxIdlePerHost(cfg.Parallel),
 		idleTimeout:    defaultIdleTimeout,
 		checkIdleAfter: defaultCheckIdleAfter,
 		tlsConfig:      tlsConfig,
