@@ -217,14 +217,13 @@ func (c *client) auth(a sasl.Client) error {
 	}
 }
 
-// cmdAny is cmd taking any reply code.
+// cmdAny is cmd taking any reply code, with the reply's text.
 func (c *client) cmdAny(line string) (int, string, error) {
-	c.out = append(append(c.out[:0], line...), '\r', '\n')
-	if err := c.write(c.out); err != nil {
+	text, err := c.cmd(0, true, line)
+	if err != nil {
 		return 0, "", err
 	}
-	c.arm = true
-	return c.readAny()
+	return c.lastCode, text, nil
 }
 
 // stage is a command of a transaction.
@@ -398,12 +397,6 @@ func (c *client) quit() error {
 func (c *client) readReply(expect int, keep bool) (string, error) {
 	c.arm = true
 	return c.readReplyAt(expect, keep)
-}
-
-// readAny reads a reply whatever its code, with its text.
-func (c *client) readAny() (int, string, error) {
-	text, err := c.readReplyAt(0, true)
-	return c.lastCode, text, err
 }
 
 // readReplyAt is readReply under the read deadline already set.
