@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // syncTransport is the channel's http.RoundTripper: HTTP/1.1 with
@@ -321,17 +323,7 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // it: Close, or a "Connection: close" header, which Request.Write sends as
 // it is. net/http's Transport checks both.
 func wantsClose(req *http.Request) bool {
-	if req.Close {
-		return true
-	}
-	for _, v := range req.Header["Connection"] {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "close") {
-				return true
-			}
-		}
-	}
-	return false
+	return req.Close || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
 }
 
 // alwaysStopped is the stop function when ctx cannot be cancelled.
