@@ -87,11 +87,7 @@ func (d *Daemon) newCampaigns(ctx context.Context, schema *Schema, set *rules.Se
 			ch.Rate = info.RateHint
 		}
 		ch.Ready = func() bool { return inst.Status().State == pluginhost.StateRunning }
-		ch.NoEvents = func() bool {
-			// Known only once the plugin has answered Configure.
-			info := inst.ChannelInfo()
-			return info.Name != "" && !info.Webhooks
-		}
+		ch.NoEvents = inst.NoDeliveryEvents
 		ch.Send = func(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
 			c, err := d.plugins.Channel(name)
 			if err != nil {

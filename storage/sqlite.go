@@ -85,15 +85,6 @@ func openSQLite(cfg Config, gcfg *gorm.Config) (read, write *gorm.DB, err error)
 	return read, write, nil
 }
 
-// closeGorm closes gdb's connection pool.
-func closeGorm(gdb *gorm.DB) error {
-	sqlDB, err := gdb.DB()
-	if err != nil {
-		return err
-	}
-	return sqlDB.Close()
-}
-
 // checkWritable makes the database's directory and verifies the file can be
 // created or written, so a bad path fails with a clear message at start.
 func checkWritable(path string) error {

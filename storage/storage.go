@@ -109,6 +109,15 @@ func (db *DB) Close() error {
 	return err
 }
 
+// closeGorm closes gdb's connection pool.
+func closeGorm(gdb *gorm.DB) error {
+	sqlDB, err := gdb.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
 // session returns a fresh gorm session bound to ctx (a chained *gorm.DB is
 // not reusable).
 func (db *DB) session(ctx context.Context) *gorm.DB {

@@ -334,10 +334,7 @@ policies:
 		ch.Batch = min(ch.Batch, info.MaxBatch)
 	}
 	ch.Ready = func() bool { return inst.Status().State == pluginhost.StateRunning }
-	ch.NoEvents = func() bool {
-		info := inst.ChannelInfo()
-		return info.Name != "" && !info.Webhooks
-	}
+	ch.NoEvents = inst.NoDeliveryEvents
 	h := &harness{db: db, reg: reg}
 	ch.Send = func(ctx context.Context, msgs []sdk.Message) ([]sdk.Result, error) {
 		c, err := host.Channel(channelName)

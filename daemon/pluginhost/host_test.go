@@ -262,6 +262,8 @@ func TestWebhookForwarding(t *testing.T) {
 	bin := pluginAs(t, dir, "testplugin")
 	h, _ := newHost(t, dir, fmt.Sprintf("channels:\n  hook:\n    plugin: %s\n", bin))
 	require.Empty(t, h.WaitStarted(waitCtx(t)))
+	require.True(t, h.Instance("hook").ChannelInfo().Webhooks)
+	require.False(t, h.Instance("hook").NoDeliveryEvents(), "a channel with a webhook may report delivery events")
 	mux := http.NewServeMux()
 	sink := &recordingSink{}
 	mux.Handle("/webhooks/{instance}/{rest...}", h.WebhookHandler("https://cohort.example.com/", sink))

@@ -142,6 +142,14 @@ func (i *Instance) ChannelInfo() sdk.ChannelInfo {
 	return i.cinfo
 }
 
+// NoDeliveryEvents reports that the channel is known to report no delivery
+// events: its Configure answered and it has no webhook. Before Configure
+// answered nothing is known, and it reports false.
+func (i *Instance) NoDeliveryEvents() bool {
+	info := i.ChannelInfo()
+	return info.Name != "" && !info.Webhooks
+}
+
 func (i *Instance) setState(s State, err error) {
 	i.mu.Lock()
 	i.state, i.lastErr = s, err
