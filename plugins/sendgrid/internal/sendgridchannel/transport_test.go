@@ -15,6 +15,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,7 +203,7 @@ func TestTransportFraming(t *testing.T) {
 			_, _ = w.Write(big)
 		}, big},
 		{"large chunked", func(w http.ResponseWriter, _ *http.Request) {
-			for b := range slicesChunk(big, 7000) {
+			for b := range slices.Chunk(big, 7000) {
 				_, _ = w.Write(b)
 				w.(http.Flusher).Flush()
 			}
@@ -230,18 +231,6 @@ func TestTransportFraming(t *testing.T) {
 			assert.Equal(t, int32(1), s.opened.Load(), "the connection is reused once the body was read")
 			assert.Equal(t, 1, idleCount(tr))
 		})
-	}
-}
-
-func slicesChunk(b []byte, n int) func(func([]byte) bool) {
-	return func(yield func([]byte) bool) {
-		for len(b) > 0 {
-			k := min(n, len(b))
-			if !yield(b[:k]) {
-				return
-			}
-			b = b[k:]
-		}
 	}
 }
 
