@@ -496,6 +496,7 @@ func Test421ClosesConnection(t *testing.T) {
 	if r := got["after"]; r.Status != sdk.Accepted {
 		t.Errorf("after: %s", resultString(r))
 	}
+	fs.check()
 	if n := fs.sessionCount(); n != 2 {
 		t.Errorf("%d sessions, want 2: a connection that got 421 is done", n)
 	}
@@ -522,6 +523,7 @@ func TestStale421IsRetried(t *testing.T) {
 	if r := send(t, c, message("second", "a@example.com"))["second"]; r.Status != sdk.Accepted {
 		t.Errorf("second: %s, want accepted on a new connection", resultString(r))
 	}
+	fs.check()
 	if n := fs.sessionCount(); n != 2 {
 		t.Errorf("%d sessions, want 2", n)
 	}
@@ -752,6 +754,7 @@ func TestStuckQuitEndsWithCtx(t *testing.T) {
 	if elapsed > 10*time.Second {
 		t.Errorf("Send took %v: QUIT outlived ctx", elapsed)
 	}
+	fs.check()
 	if cmds := fs.commands(); cmds[len(cmds)-1] != "QUIT" {
 		t.Errorf("commands %q, want QUIT last", cmds)
 	}
