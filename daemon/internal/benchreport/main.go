@@ -46,7 +46,7 @@ var targets = map[string]target{
 	"BenchmarkFullPass": {unit: "s", absolute: 0.3,
 		note: "issue 4: 10 rules over 1M profiles, 1% diff persisted to SQLite"},
 	"BenchmarkCampaignSMTP": {unit: "msgs/s", higher: true, ratio: 0.7,
-		note: "issue 5: outbox -> dispatcher -> plugins/smtp process -> SMTP sink, outcomes recorded (sqlite, postgres); baseline = bare go-smtp client (smtpsink.BareSend), same connections"},
+		note: "issue 5: outbox -> dispatcher -> plugins/smtp process -> SMTP sink (replies batched per pipelined group, as Postfix sends them), outcomes recorded (sqlite, postgres); baseline = bare go-smtp client (smtpsink.BareSend), same connections"},
 	"BenchmarkCampaignSendGrid": {unit: "msgs/s", higher: true, ratio: 0.7,
 		note: "issue 5: outbox -> dispatcher -> plugins/sendgrid process -> sgserver, outcomes recorded (sqlite, postgres); baseline = sendgrid-go direct (sgbench.DirectSend), same requests in flight"},
 }

@@ -13,6 +13,10 @@
 // with a throwaway self-signed certificate. It is for tests and benchmarks
 // only.
 //
+// Replies leave as Postfix's smtpd sends them: each waits until the sink
+// must read more input, so the replies to pipelined commands (RFC 2920)
+// share one write (see batchingListener).
+//
 // BareSend is the baseline a sending benchmark puts its figure beside: a
 // bare go-smtp client with nothing of Cohort in it.
 package smtpsink
@@ -166,10 +170,11 @@ func Start(opts Options) (*Sink, error) {
 		}
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("smtp sink: listen: %w", err)
 	}
+	var ln net.Listener = batchingListener{tcp}
 	if opts.ImplicitTLS {
 		ln = tls.NewListener(ln, tlsConfig)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,4 +302,153 @@ func BenchmarkBareSend(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/d.Seconds(), "msgs/s")
+}
+
+// TestPipelinedRepliesLeaveTogether: the replies to pipelined commands
+// leave in one write, as Postfix sends them, and a lock-step client still
+// gets each reply before its next command.
+func TestPipelinedRepliesLeaveTogether(t *testing.T) {
+	s := start(t, Options{})
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	// readReplies reads until the last reply line of want lines arrived,
+	// and returns the lines and how many reads that took.
+	readReplies := func(want int) ([]string, int) {
+		t.Helper()
+		var got string
+		reads := 0
+		for strings.Count(got, "\r\n") < want || !lastIsFinal(got) {
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("after %q: %v", got, err)
+			}
+			reads++
+			got += string(buf[:n])
+		}
+		return strings.Split(strings.TrimSuffix(got, "\r\n"), "\r\n"), reads
+	}
+	if lines, _ := readReplies(1); !strings.HasPrefix(lines[0], "220 ") {
+		t.Fatalf("greeting %q", lines)
+	}
+	// Lock step: EHLO alone gets its (multi-line) reply.
+	if _, err := io.WriteString(conn, "EHLO client.example.com\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if lines, _ := readReplies(1); !strings.Contains(strings.Join(lines, "\n"), "PIPELINING") {
+		t.Fatalf("EHLO reply %q does not offer PIPELINING", lines)
+	}
+	// A pipelined group: three replies, one write.
+	if _, err := io.WriteString(conn, "MAIL FROM:<news@example.com>\r\nRCPT TO:<ada@example.com>\r\nDATA\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	lines, reads := readReplies(3)
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "250 ") || !strings.HasPrefix(lines[1], "250 ") || !strings.HasPrefix(lines[2], "354 ") {
+		t.Fatalf("replies to MAIL, RCPT, DATA: %q", lines)
+	}
+	if reads != 1 {
+		t.Errorf("the three replies took %d reads, want 1 (one write)", reads)
+	}
+	// The content, then the next group in the same write: the message's
+	// 250 and the next group's replies leave together.
+	if _, err := io.WriteString(conn, "Subject: hi\r\n\r\nHello\r\n.\r\nMAIL FROM:<news@example.com>\r\nRCPT TO:<bo@example.com>\r\nDATA\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	lines, reads = readReplies(4)
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "250 ") || !strings.HasPrefix(lines[3], "354 ") {
+		t.Fatalf("replies to the content and the next group: %q", lines)
+	}
+	if reads != 1 {
+		t.Errorf("the four replies took %d reads, want 1 (one write)", reads)
+	}
+	if _, err := io.WriteString(conn, "Subject: hi\r\n\r\nHello\r\n.\r\nQUIT\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if lines, _ := readReplies(2); !strings.HasPrefix(lines[0], "250 ") || !strings.HasPrefix(lines[1], "221 ") {
+		t.Fatalf("replies to the content and QUIT: %q", lines)
+	}
+	if got := s.Accepted(); got != 2 {
+		t.Errorf("sink accepted %d messages, want 2", got)
+	}
+}
+
+// lastIsFinal reports whether s ends with a complete final reply line
+// ("NNN text", not the "NNN-text" of a multi-line reply's earlier lines).
+func lastIsFinal(s string) bool {
+	if !strings.HasSuffix(s, "\r\n") {
+		return false
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\r\n"), "\r\n")
+	last := lines[len(lines)-1]
+	return len(last) >= 4 && last[3] == ' '
+}
+
+// countingConn is a net.Conn whose writes are recorded one by one and
+// whose reads return scripted input.
+type countingConn struct {
+	net.Conn // nil: only the methods below are used
+	writes   []string
+	in       *strings.Reader
+	writeErr error
+	closed   bool
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if c.writeErr != nil {
+		return 0, c.writeErr
+	}
+	c.writes = append(c.writes, string(p))
+	return len(p), nil
+}
+
+func (c *countingConn) Read(p []byte) (int, error) { return c.in.Read(p) }
+func (c *countingConn) Close() error               { c.closed = true; return nil }
+
+// TestReplyBatcher: writes wait for the next Read or Close and then leave
+// in one write; a write error comes back from the Read that flushed.
+func TestReplyBatcher(t *testing.T) {
+	raw := &countingConn{in: strings.NewReader("MAIL FROM:<news@example.com>\r\n")}
+	c := &replyBatcher{Conn: raw}
+	for _, r := range []string{"250 2.0.0 Roger\r\n", "250 2.0.0 I'll make sure\r\n", "354 Go ahead\r\n"} {
+		if n, err := c.Write([]byte(r)); n != len(r) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", r, n, err)
+		}
+	}
+	if len(raw.writes) != 0 {
+		t.Fatalf("replies left before the server read again: %q", raw.writes)
+	}
+	buf := make([]byte, 64)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"250 2.0.0 Roger\r\n250 2.0.0 I'll make sure\r\n354 Go ahead\r\n"}; !slices.Equal(raw.writes, want) {
+		t.Fatalf("writes %q, want %q", raw.writes, want)
+	}
+	if _, err := c.Write([]byte("221 Bye\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil || !raw.closed {
+		t.Fatalf("Close: %v, closed %v", err, raw.closed)
+	}
+	if got := raw.writes[len(raw.writes)-1]; got != "221 Bye\r\n" {
+		t.Fatalf("Close did not send the reply waiting: last write %q", got)
+	}
+
+	broken := &countingConn{in: strings.NewReader(""), writeErr: errors.New("connection reset")}
+	c = &replyBatcher{Conn: broken}
+	if _, err := c.Write([]byte("250 OK\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(buf); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("Read after a failed flush: %v, want the write error", err)
+	}
+	if _, err := c.Write([]byte("250 OK\r\n")); err == nil {
+		t.Fatal("Write after a failed flush succeeded")
+	}
 }
