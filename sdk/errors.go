@@ -174,6 +174,11 @@ func toStatus(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
+// deadlineSlack is how far ahead of the caller's deadline a plugin's
+// DEADLINE_EXCEEDED still counts as that deadline (clocks of two
+// processes, one of them counting whole milliseconds).
+const deadlineSlack = 10 * time.Millisecond
+
 // fromStatus turns an error from a gRPC call into what the host sees:
 // ctx's error (wrapped) when ctx is done, an *Error (possibly wrapped)
 // otherwise.
@@ -186,12 +191,16 @@ func fromStatus(ctx context.Context, what string, err error, configure bool) err
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("%s: %w", what, ctxErr)
 	}
-	// gRPC may give up on a deadline a moment before ctx's own timer fires:
-	// that is still the caller's deadline, not the plugin's.
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
-	}
 	st, ok := status.FromError(err)
+	// gRPC may give up on a deadline a moment before ctx's own timer fires,
+	// and a plugin measures the deadline it was sent on its own clock
+	// (Node.js's in whole milliseconds), so it may call it passed a little
+	// early: either way it is still the caller's deadline, not the plugin's.
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left <= 0 || (st.Code() == codes.DeadlineExceeded && left < deadlineSlack) {
+			return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
+		}
+	}
 	if !ok {
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -165,6 +165,26 @@ func TestContextErrorsCrossTheBoundary(t *testing.T) {
 			t.Errorf("Send error = %v, want context.Canceled", err)
 		}
 	})
+	t.Run("plugin clock a moment ahead", func(t *testing.T) {
+		// A plugin in another process (Node.js counts whole milliseconds)
+		// may call the deadline it was sent passed just before the host's
+		// own timer fires: that is still the host's deadline.
+		_, ch := connect(t, nil, &errChannel{err: status.Error(codes.DeadlineExceeded, "deadline exceeded before sending")})
+		ctx, cancel := context.WithTimeout(t.Context(), deadlineSlack-2*time.Millisecond)
+		defer cancel()
+		_, err := ch.Send(ctx, nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Send error = %#v, want context.DeadlineExceeded", err)
+		}
+		// Well before the host's deadline, it is the plugin's own.
+		ctx, cancel = context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		_, err = ch.Send(ctx, nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Send error = %#v, want an *Error DEADLINE_EXCEEDED, not the host's context error", err)
+		}
+	})
 	t.Run("plugin side", func(t *testing.T) {
 		// The plugin's own deadline expired: the host's ctx is fine.
 		_, ch := connect(t, nil, &errChannel{err: fmt.Errorf("provider call: %w", context.DeadlineExceeded)})
