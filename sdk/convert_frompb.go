@@ -419,6 +419,18 @@ type flatDecoder struct {
 	errs   []error
 	pool   []*FlatBatch
 	help   *flatDecoder
+	// For columns (Batch.columns): the ids, string values and columns
+	// read, the rows present of columns that lack some, where each row's
+	// traits start, the string columns' cursors, and which names have had
+	// a column in the batch (colSeen[n] == colSeq).
+	colIDs   [][]byte
+	colStrs  [][]byte
+	colIdx   []int32
+	colViews []colView
+	rowPos   []int
+	strCur   []strCursor
+	colSeen  []uint32
+	colSeq   uint32
 }
 
 type strFix struct{ trait, lo, hi int }
@@ -459,7 +471,7 @@ func (d *flatDecoder) split(data []byte) ([][]byte, error) {
 		switch {
 		case r.is(fBatchBatches, protowire.BytesType):
 			d.group = append(d.group, r.bytes)
-		case r.num >= fBatchCustomers && r.num < fBatchBatches:
+		case r.num >= fBatchCustomers && r.num < fBatchBatches, r.num == fBatchColumns:
 			other = r.num
 		}
 	}
@@ -505,7 +517,7 @@ func (d *flatDecoder) decode(data []byte) (*FlatBatch, error) {
 }
 
 // batchCounts counts a batch's fields by number.
-type batchCounts [fBatchBatches + 1]int
+type batchCounts [fBatchColumns + 1]int
 
 // scan counts the fields of a batch and checks its framing, adding its
 // trait names (Batch.trait_names) to the stream's table when names is
@@ -514,7 +526,7 @@ func (d *flatDecoder) scan(data []byte, names bool) (batchCounts, error) {
 	var counts batchCounts
 	scan := fieldReader{b: data}
 	for scan.next() {
-		if scan.num <= fBatchBatches {
+		if scan.num <= fBatchColumns {
 			counts[scan.num]++
 		}
 		if names && scan.is(fBatchTraitNames, protowire.BytesType) {
@@ -528,6 +540,9 @@ func (d *flatDecoder) scan(data []byte, names bool) (batchCounts, error) {
 	}
 	if counts[fBatchBatches] > 0 {
 		return counts, fmt.Errorf("batch: %w: a batch group where a batch was expected", errMalformed)
+	}
+	if counts[fBatchColumns] > 1 {
+		return counts, fmt.Errorf("batch: %w: %d columns fields, at most one allowed", errMalformed, counts[fBatchColumns])
 	}
 	return counts, nil
 }
@@ -549,12 +564,15 @@ func (d *flatDecoder) decodeInto(b *FlatBatch, data []byte, counts *batchCounts)
 	if n := counts[fBatchProblems]; n > 0 {
 		b.Problems = make([]Problem, 0, n)
 	}
+	var columns []byte
 	r := fieldReader{b: data}
 	for r.next() {
 		var err error
 		switch {
 		case r.is(fBatchCustomers, protowire.BytesType):
 			err = d.customer(r.bytes)
+		case r.is(fBatchColumns, protowire.BytesType):
+			columns = r.bytes // read after the customers, wherever it is
 		case r.is(fBatchDeletes, protowire.BytesType):
 			var id string
 			id, err = wireString(r.bytes)
@@ -582,6 +600,11 @@ func (d *flatDecoder) decodeInto(b *FlatBatch, data []byte, counts *batchCounts)
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("batch: %w", r.err)
+	}
+	if columns != nil {
+		if err := d.columns(columns); err != nil {
+			return nil, fmt.Errorf("batch field %d: %w", fBatchColumns, err)
+		}
 	}
 	b.Names = d.names.names
 	return b, nil

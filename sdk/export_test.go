@@ -8,3 +8,11 @@ func LegacyPull(src Source) Source {
 	c.legacy = true
 	return &c
 }
+
+// RowPull returns src (a plugin's source client) asking for the compact
+// forms but not for columns, as a host that predates columns does.
+func RowPull(src Source) Source {
+	c := *src.(*sourceClient)
+	c.noColumns = true
+	return &c
+}

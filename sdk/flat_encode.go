@@ -97,6 +97,10 @@ func (b *FlatBatch) addTrait(name int) *FlatTrait {
 // first batch that has it; otherwise traits go as maps.
 type flatEncoder struct {
 	indexed bool
+	// columns: the host reads Batch.columns (with indexed set too), and
+	// customers go in columns.
+	columns bool
+	cols    columnEncoder
 	// sent are the names the host has, in order (indexed form only).
 	sent []string
 }
@@ -108,8 +112,17 @@ func (e *flatEncoder) append(buf []byte, b *FlatBatch) ([]byte, error) {
 		return nil, err
 	}
 	var err error
+	if e.columns {
+		if err := checkFlat(b); err != nil {
+			return nil, err
+		}
+		buf = e.cols.appendColumns(buf, b)
+	}
 	tagMap := byte(fCustomerTraits)<<3 | byte(protowire.BytesType)
 	for i := range b.Customers {
+		if e.columns {
+			break
+		}
 		c := &b.Customers[i]
 		if c.Start < 0 || c.Start > c.End || c.End > len(b.Traits) {
 			return nil, Errorf(Internal, "", "batch: customer %q: trait range [%d:%d] outside the batch's %d traits",
@@ -142,6 +155,30 @@ func (e *flatEncoder) append(buf []byte, b *FlatBatch) ([]byte, error) {
 		e.sent = append(e.sent, b.Names[len(e.sent):]...)
 	}
 	return appendBatchRest(buf, b.Deletes, b.Events, b.Consents, b.Cursor, b.CaughtUp, b.Problems)
+}
+
+// checkFlat checks b's trait ranges, name indexes and value types, as the
+// row encoder does while it writes.
+func checkFlat(b *FlatBatch) error {
+	for i := range b.Customers {
+		c := &b.Customers[i]
+		if c.Start < 0 || c.Start > c.End || c.End > len(b.Traits) {
+			return Errorf(Internal, "", "batch: customer %q: trait range [%d:%d] outside the batch's %d traits",
+				c.ID, c.Start, c.End, len(b.Traits))
+		}
+		for j := c.Start; j < c.End; j++ {
+			t := &b.Traits[j]
+			if t.Name < 0 || t.Name >= len(b.Names) {
+				return Errorf(Internal, "", "batch: customer %q: trait name index %d outside Names (%d names)",
+					c.ID, t.Name, len(b.Names))
+			}
+			if t.Value.Type < TypeUnknown || t.Value.Type > TypeStringList {
+				return Errorf(Internal, "", "batch: customer %q: %q: unknown value type %d",
+					c.ID, b.Names[t.Name], int(t.Value.Type))
+			}
+		}
+	}
+	return nil
 }
 
 // checkNames checks that names extends the names already sent: the index

@@ -62,6 +62,10 @@ func TestFlatSourceStreams(t *testing.T) {
 			sc, _ := connect(t, &flatListSource{listSource: listSource{batches: flatBatches()}}, nil)
 			return sc
 		},
+		"host without columns": func(t *testing.T) Source {
+			sc, _ := connect(t, &flatListSource{listSource: listSource{batches: flatBatches()}}, nil)
+			return RowPull(sc)
+		},
 		"old host": func(t *testing.T) Source {
 			sc, _ := connect(t, &flatListSource{listSource: listSource{batches: flatBatches()}}, nil)
 			return LegacyPull(sc)

@@ -80,7 +80,7 @@ func (s *sourceServer) pullEncoded(ctx context.Context, req *pluginv1.PullReques
 		return nil
 	}
 	if fs, ok := s.impl.(FlatSource); ok {
-		enc := flatEncoder{indexed: req.GetIndexedTraits()}
+		enc := flatEncoder{indexed: req.GetIndexedTraits(), columns: req.GetIndexedTraits() && req.GetColumns()}
 		return fs.PullFlat(ctx, req.GetCursor(), func(b *FlatBatch) error {
 			if b == nil {
 				return Errorf(Internal, "", "source pull: send called with a nil batch")
@@ -211,6 +211,9 @@ type sourceClient struct {
 	// legacy makes Pull ask for neither compact form, as a host that
 	// predates them (for tests and benchmarks).
 	legacy bool
+	// noColumns makes Pull ask for the compact forms but not for
+	// columns, as a host that predates columns (for tests and benchmarks).
+	noColumns bool
 }
 
 var (
@@ -278,7 +281,7 @@ func (c *sourceClient) PullFlat(ctx context.Context, cursor string, send func(*F
 // pullRequest is what PullFlat asks a plugin for: both compact forms,
 // which plugins built with an SDK that predates them ignore.
 func (c *sourceClient) pullRequest(cursor string) *pluginv1.PullRequest {
-	return &pluginv1.PullRequest{Cursor: cursor, IndexedTraits: !c.legacy, BatchGroups: !c.legacy}
+	return &pluginv1.PullRequest{Cursor: cursor, IndexedTraits: !c.legacy, BatchGroups: !c.legacy, Columns: !c.legacy && !c.noColumns}
 }
 
 func malformedBatch(err error) error {

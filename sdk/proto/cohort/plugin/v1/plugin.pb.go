@@ -1422,7 +1422,11 @@ type PullRequest struct {
 	IndexedTraits bool `protobuf:"varint,2,opt,name=indexed_traits,json=indexedTraits,proto3" json:"indexed_traits,omitempty"`
 	// The host reads batch groups (Batch.batches). A plugin may ignore this;
 	// it must not send groups when this is unset.
-	BatchGroups   bool `protobuf:"varint,3,opt,name=batch_groups,json=batchGroups,proto3" json:"batch_groups,omitempty"`
+	BatchGroups bool `protobuf:"varint,3,opt,name=batch_groups,json=batchGroups,proto3" json:"batch_groups,omitempty"`
+	// The host reads customers in columns (Batch.columns), naming traits by
+	// the stream's trait name table as the compact form does. A plugin may
+	// ignore this; it must not send columns when this is unset.
+	Columns       bool `protobuf:"varint,4,opt,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1478,6 +1482,13 @@ func (x *PullRequest) GetBatchGroups() bool {
 	return false
 }
 
+func (x *PullRequest) GetColumns() bool {
+	if x != nil {
+		return x.Columns
+	}
+	return false
+}
+
 // Batch is committed by the host with its cursor in one transaction.
 type Batch struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1502,7 +1513,10 @@ type Batch struct {
 	// if sent in a message of its own; a plugin groups batches that are ready
 	// together so that fewer, larger messages cross the connection. A grouped
 	// batch has no batches of its own.
-	Batches       []*Batch `protobuf:"bytes,9,rep,name=batches,proto3" json:"batches,omitempty"`
+	Batches []*Batch `protobuf:"bytes,9,rep,name=batches,proto3" json:"batches,omitempty"`
+	// Customers in columns (only when PullRequest.columns is set): upserts
+	// exactly as in customers, read after them. At most one per batch.
+	Columns       *Columns `protobuf:"bytes,10,opt,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1600,6 +1614,184 @@ func (x *Batch) GetBatches() []*Batch {
 	return nil
 }
 
+func (x *Batch) GetColumns() *Columns {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// Columns holds a batch's customers trait by trait rather than customer by
+// customer: each trait's values of one kind sit together, packed where
+// protobuf packs them, with no per-value tag and name. Of the same data, it
+// takes about 40% fewer bytes than Customer.indexed_traits.
+type Columns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The customers' ids; row i is the customer ids[i].
+	Ids           []string  `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Columns) Reset() {
+	*x = Columns{}
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Columns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Columns) ProtoMessage() {}
+
+func (x *Columns) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Columns.ProtoReflect.Descriptor instead.
+func (*Columns) Descriptor() ([]byte, []int) {
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Columns) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *Columns) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// Column is one trait's values of one kind for the rows that have them, in
+// row order. Exactly one of the value fields is set, with one value per row
+// present; none set is a column of nulls (each present row's trait is
+// removed). A trait may have several columns (one per kind) but a row at
+// most one value of a trait: columns of one name present at the same row
+// are malformed.
+type Column struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trait: its position in the stream's trait name table
+	// (Batch.trait_names).
+	Name uint32 `protobuf:"varint,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The rows present: bit i%8 of byte i/8 (least significant first) is
+	// row i. Empty when every row is present; otherwise at most
+	// (len(ids)+7)/8 bytes, later rows absent.
+	Rows    []byte    `protobuf:"bytes,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Strings []string  `protobuf:"bytes,3,rep,name=strings,proto3" json:"strings,omitempty"`
+	Numbers []float64 `protobuf:"fixed64,4,rep,packed,name=numbers,proto3" json:"numbers,omitempty"`
+	// Numbers that are whole and within +-2^53, in the smaller form; read as
+	// numbers.
+	Integers []int64 `protobuf:"zigzag64,5,rep,packed,name=integers,proto3" json:"integers,omitempty"`
+	Bools    []bool  `protobuf:"varint,6,rep,packed,name=bools,proto3" json:"bools,omitempty"`
+	// Times as milliseconds since the Unix epoch.
+	TimesUnixMs   []int64       `protobuf:"zigzag64,7,rep,packed,name=times_unix_ms,json=timesUnixMs,proto3" json:"times_unix_ms,omitempty"`
+	Lists         []*StringList `protobuf:"bytes,8,rep,name=lists,proto3" json:"lists,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Column) Reset() {
+	*x = Column{}
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Column) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Column) ProtoMessage() {}
+
+func (x *Column) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Column.ProtoReflect.Descriptor instead.
+func (*Column) Descriptor() ([]byte, []int) {
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Column) GetName() uint32 {
+	if x != nil {
+		return x.Name
+	}
+	return 0
+}
+
+func (x *Column) GetRows() []byte {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *Column) GetStrings() []string {
+	if x != nil {
+		return x.Strings
+	}
+	return nil
+}
+
+func (x *Column) GetNumbers() []float64 {
+	if x != nil {
+		return x.Numbers
+	}
+	return nil
+}
+
+func (x *Column) GetIntegers() []int64 {
+	if x != nil {
+		return x.Integers
+	}
+	return nil
+}
+
+func (x *Column) GetBools() []bool {
+	if x != nil {
+		return x.Bools
+	}
+	return nil
+}
+
+func (x *Column) GetTimesUnixMs() []int64 {
+	if x != nil {
+		return x.TimesUnixMs
+	}
+	return nil
+}
+
+func (x *Column) GetLists() []*StringList {
+	if x != nil {
+		return x.Lists
+	}
+	return nil
+}
+
 type SourceWebhookResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Response *HttpResponse          `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
@@ -1612,7 +1804,7 @@ type SourceWebhookResponse struct {
 
 func (x *SourceWebhookResponse) Reset() {
 	*x = SourceWebhookResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1816,7 @@ func (x *SourceWebhookResponse) String() string {
 func (*SourceWebhookResponse) ProtoMessage() {}
 
 func (x *SourceWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1829,7 @@ func (x *SourceWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceWebhookResponse.ProtoReflect.Descriptor instead.
 func (*SourceWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SourceWebhookResponse) GetResponse() *HttpResponse {
@@ -1672,7 +1864,7 @@ type ChannelInfo struct {
 
 func (x *ChannelInfo) Reset() {
 	*x = ChannelInfo{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1876,7 @@ func (x *ChannelInfo) String() string {
 func (*ChannelInfo) ProtoMessage() {}
 
 func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1889,7 @@ func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfo.ProtoReflect.Descriptor instead.
 func (*ChannelInfo) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChannelInfo) GetName() string {
@@ -1765,7 +1957,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1969,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1982,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Message) GetKey() string {
@@ -1872,7 +2064,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2076,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2089,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendRequest) GetMessages() []*Message {
@@ -1923,7 +2115,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2127,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2140,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Result) GetKey() string {
@@ -2003,7 +2195,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2207,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2220,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SendResponse) GetResults() []*Result {
@@ -2057,7 +2249,7 @@ type DeliveryEvent struct {
 
 func (x *DeliveryEvent) Reset() {
 	*x = DeliveryEvent{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2261,7 @@ func (x *DeliveryEvent) String() string {
 func (*DeliveryEvent) ProtoMessage() {}
 
 func (x *DeliveryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2274,7 @@ func (x *DeliveryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryEvent.ProtoReflect.Descriptor instead.
 func (*DeliveryEvent) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeliveryEvent) GetKey() string {
@@ -2151,7 +2343,7 @@ type ChannelWebhookResponse struct {
 
 func (x *ChannelWebhookResponse) Reset() {
 	*x = ChannelWebhookResponse{}
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2355,7 @@ func (x *ChannelWebhookResponse) String() string {
 func (*ChannelWebhookResponse) ProtoMessage() {}
 
 func (x *ChannelWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_cohort_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2368,7 @@ func (x *ChannelWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ChannelWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_cohort_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChannelWebhookResponse) GetResponse() *HttpResponse {
@@ -2297,11 +2489,12 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
 	"\x04line\x18\x04 \x01(\x05R\x04line\x12\x16\n" +
-	"\x06column\x18\x05 \x01(\x05R\x06column\"o\n" +
+	"\x06column\x18\x05 \x01(\x05R\x06column\"\x89\x01\n" +
 	"\vPullRequest\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12%\n" +
 	"\x0eindexed_traits\x18\x02 \x01(\bR\rindexedTraits\x12!\n" +
-	"\fbatch_groups\x18\x03 \x01(\bR\vbatchGroups\"\x89\x03\n" +
+	"\fbatch_groups\x18\x03 \x01(\bR\vbatchGroups\x12\x18\n" +
+	"\acolumns\x18\x04 \x01(\bR\acolumns\"\xbe\x03\n" +
 	"\x05Batch\x128\n" +
 	"\tcustomers\x18\x01 \x03(\v2\x1a.cohort.plugin.v1.CustomerR\tcustomers\x12\x18\n" +
 	"\adeletes\x18\x02 \x03(\tR\adeletes\x12/\n" +
@@ -2312,7 +2505,21 @@ const file_cohort_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bproblems\x18\a \x03(\v2\x19.cohort.plugin.v1.ProblemR\bproblems\x12\x1f\n" +
 	"\vtrait_names\x18\b \x03(\tR\n" +
 	"traitNames\x121\n" +
-	"\abatches\x18\t \x03(\v2\x17.cohort.plugin.v1.BatchR\abatches\"\x82\x01\n" +
+	"\abatches\x18\t \x03(\v2\x17.cohort.plugin.v1.BatchR\abatches\x123\n" +
+	"\acolumns\x18\n" +
+	" \x01(\v2\x19.cohort.plugin.v1.ColumnsR\acolumns\"O\n" +
+	"\aColumns\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x122\n" +
+	"\acolumns\x18\x02 \x03(\v2\x18.cohort.plugin.v1.ColumnR\acolumns\"\xee\x01\n" +
+	"\x06Column\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\rR\x04name\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\fR\x04rows\x12\x18\n" +
+	"\astrings\x18\x03 \x03(\tR\astrings\x12\x18\n" +
+	"\anumbers\x18\x04 \x03(\x01R\anumbers\x12\x1a\n" +
+	"\bintegers\x18\x05 \x03(\x12R\bintegers\x12\x14\n" +
+	"\x05bools\x18\x06 \x03(\bR\x05bools\x12\"\n" +
+	"\rtimes_unix_ms\x18\a \x03(\x12R\vtimesUnixMs\x122\n" +
+	"\x05lists\x18\b \x03(\v2\x1c.cohort.plugin.v1.StringListR\x05lists\"\x82\x01\n" +
 	"\x15SourceWebhookResponse\x12:\n" +
 	"\bresponse\x18\x01 \x01(\v2\x1e.cohort.plugin.v1.HttpResponseR\bresponse\x12-\n" +
 	"\x05batch\x18\x02 \x01(\v2\x17.cohort.plugin.v1.BatchR\x05batch\"\xa5\x01\n" +
@@ -2418,7 +2625,7 @@ func file_cohort_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cohort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_cohort_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_cohort_plugin_v1_plugin_proto_goTypes = []any{
 	(TraitType)(0),                 // 0: cohort.plugin.v1.TraitType
 	(ConsentStatus)(0),             // 1: cohort.plugin.v1.ConsentStatus
@@ -2440,17 +2647,19 @@ var file_cohort_plugin_v1_plugin_proto_goTypes = []any{
 	(*Problem)(nil),                // 17: cohort.plugin.v1.Problem
 	(*PullRequest)(nil),            // 18: cohort.plugin.v1.PullRequest
 	(*Batch)(nil),                  // 19: cohort.plugin.v1.Batch
-	(*SourceWebhookResponse)(nil),  // 20: cohort.plugin.v1.SourceWebhookResponse
-	(*ChannelInfo)(nil),            // 21: cohort.plugin.v1.ChannelInfo
-	(*Message)(nil),                // 22: cohort.plugin.v1.Message
-	(*SendRequest)(nil),            // 23: cohort.plugin.v1.SendRequest
-	(*Result)(nil),                 // 24: cohort.plugin.v1.Result
-	(*SendResponse)(nil),           // 25: cohort.plugin.v1.SendResponse
-	(*DeliveryEvent)(nil),          // 26: cohort.plugin.v1.DeliveryEvent
-	(*ChannelWebhookResponse)(nil), // 27: cohort.plugin.v1.ChannelWebhookResponse
-	nil,                            // 28: cohort.plugin.v1.Customer.TraitsEntry
-	nil,                            // 29: cohort.plugin.v1.Event.PropertiesEntry
-	nil,                            // 30: cohort.plugin.v1.Message.MetadataEntry
+	(*Columns)(nil),                // 20: cohort.plugin.v1.Columns
+	(*Column)(nil),                 // 21: cohort.plugin.v1.Column
+	(*SourceWebhookResponse)(nil),  // 22: cohort.plugin.v1.SourceWebhookResponse
+	(*ChannelInfo)(nil),            // 23: cohort.plugin.v1.ChannelInfo
+	(*Message)(nil),                // 24: cohort.plugin.v1.Message
+	(*SendRequest)(nil),            // 25: cohort.plugin.v1.SendRequest
+	(*Result)(nil),                 // 26: cohort.plugin.v1.Result
+	(*SendResponse)(nil),           // 27: cohort.plugin.v1.SendResponse
+	(*DeliveryEvent)(nil),          // 28: cohort.plugin.v1.DeliveryEvent
+	(*ChannelWebhookResponse)(nil), // 29: cohort.plugin.v1.ChannelWebhookResponse
+	nil,                            // 30: cohort.plugin.v1.Customer.TraitsEntry
+	nil,                            // 31: cohort.plugin.v1.Event.PropertiesEntry
+	nil,                            // 32: cohort.plugin.v1.Message.MetadataEntry
 }
 var file_cohort_plugin_v1_plugin_proto_depIdxs = []int32{
 	5,  // 0: cohort.plugin.v1.WebhookRequest.headers:type_name -> cohort.plugin.v1.Header
@@ -2459,45 +2668,48 @@ var file_cohort_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 3: cohort.plugin.v1.SourceInfo.traits:type_name -> cohort.plugin.v1.TraitDef
 	9,  // 4: cohort.plugin.v1.SourceInfo.contact:type_name -> cohort.plugin.v1.ContactFields
 	11, // 5: cohort.plugin.v1.Value.list_value:type_name -> cohort.plugin.v1.StringList
-	28, // 6: cohort.plugin.v1.Customer.traits:type_name -> cohort.plugin.v1.Customer.TraitsEntry
+	30, // 6: cohort.plugin.v1.Customer.traits:type_name -> cohort.plugin.v1.Customer.TraitsEntry
 	14, // 7: cohort.plugin.v1.Customer.indexed_traits:type_name -> cohort.plugin.v1.IndexedTrait
 	11, // 8: cohort.plugin.v1.IndexedTrait.list_value:type_name -> cohort.plugin.v1.StringList
-	29, // 9: cohort.plugin.v1.Event.properties:type_name -> cohort.plugin.v1.Event.PropertiesEntry
+	31, // 9: cohort.plugin.v1.Event.properties:type_name -> cohort.plugin.v1.Event.PropertiesEntry
 	1,  // 10: cohort.plugin.v1.ConsentChange.status:type_name -> cohort.plugin.v1.ConsentStatus
 	13, // 11: cohort.plugin.v1.Batch.customers:type_name -> cohort.plugin.v1.Customer
 	15, // 12: cohort.plugin.v1.Batch.events:type_name -> cohort.plugin.v1.Event
 	16, // 13: cohort.plugin.v1.Batch.consents:type_name -> cohort.plugin.v1.ConsentChange
 	17, // 14: cohort.plugin.v1.Batch.problems:type_name -> cohort.plugin.v1.Problem
 	19, // 15: cohort.plugin.v1.Batch.batches:type_name -> cohort.plugin.v1.Batch
-	7,  // 16: cohort.plugin.v1.SourceWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
-	19, // 17: cohort.plugin.v1.SourceWebhookResponse.batch:type_name -> cohort.plugin.v1.Batch
-	5,  // 18: cohort.plugin.v1.Message.headers:type_name -> cohort.plugin.v1.Header
-	30, // 19: cohort.plugin.v1.Message.metadata:type_name -> cohort.plugin.v1.Message.MetadataEntry
-	22, // 20: cohort.plugin.v1.SendRequest.messages:type_name -> cohort.plugin.v1.Message
-	2,  // 21: cohort.plugin.v1.Result.status:type_name -> cohort.plugin.v1.ResultStatus
-	24, // 22: cohort.plugin.v1.SendResponse.results:type_name -> cohort.plugin.v1.Result
-	3,  // 23: cohort.plugin.v1.DeliveryEvent.type:type_name -> cohort.plugin.v1.DeliveryType
-	7,  // 24: cohort.plugin.v1.ChannelWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
-	26, // 25: cohort.plugin.v1.ChannelWebhookResponse.events:type_name -> cohort.plugin.v1.DeliveryEvent
-	12, // 26: cohort.plugin.v1.Customer.TraitsEntry.value:type_name -> cohort.plugin.v1.Value
-	12, // 27: cohort.plugin.v1.Event.PropertiesEntry.value:type_name -> cohort.plugin.v1.Value
-	4,  // 28: cohort.plugin.v1.Source.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
-	18, // 29: cohort.plugin.v1.Source.Pull:input_type -> cohort.plugin.v1.PullRequest
-	6,  // 30: cohort.plugin.v1.Source.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
-	4,  // 31: cohort.plugin.v1.Channel.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
-	23, // 32: cohort.plugin.v1.Channel.Send:input_type -> cohort.plugin.v1.SendRequest
-	6,  // 33: cohort.plugin.v1.Channel.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
-	10, // 34: cohort.plugin.v1.Source.Configure:output_type -> cohort.plugin.v1.SourceInfo
-	19, // 35: cohort.plugin.v1.Source.Pull:output_type -> cohort.plugin.v1.Batch
-	20, // 36: cohort.plugin.v1.Source.Webhook:output_type -> cohort.plugin.v1.SourceWebhookResponse
-	21, // 37: cohort.plugin.v1.Channel.Configure:output_type -> cohort.plugin.v1.ChannelInfo
-	25, // 38: cohort.plugin.v1.Channel.Send:output_type -> cohort.plugin.v1.SendResponse
-	27, // 39: cohort.plugin.v1.Channel.Webhook:output_type -> cohort.plugin.v1.ChannelWebhookResponse
-	34, // [34:40] is the sub-list for method output_type
-	28, // [28:34] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	20, // 16: cohort.plugin.v1.Batch.columns:type_name -> cohort.plugin.v1.Columns
+	21, // 17: cohort.plugin.v1.Columns.columns:type_name -> cohort.plugin.v1.Column
+	11, // 18: cohort.plugin.v1.Column.lists:type_name -> cohort.plugin.v1.StringList
+	7,  // 19: cohort.plugin.v1.SourceWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
+	19, // 20: cohort.plugin.v1.SourceWebhookResponse.batch:type_name -> cohort.plugin.v1.Batch
+	5,  // 21: cohort.plugin.v1.Message.headers:type_name -> cohort.plugin.v1.Header
+	32, // 22: cohort.plugin.v1.Message.metadata:type_name -> cohort.plugin.v1.Message.MetadataEntry
+	24, // 23: cohort.plugin.v1.SendRequest.messages:type_name -> cohort.plugin.v1.Message
+	2,  // 24: cohort.plugin.v1.Result.status:type_name -> cohort.plugin.v1.ResultStatus
+	26, // 25: cohort.plugin.v1.SendResponse.results:type_name -> cohort.plugin.v1.Result
+	3,  // 26: cohort.plugin.v1.DeliveryEvent.type:type_name -> cohort.plugin.v1.DeliveryType
+	7,  // 27: cohort.plugin.v1.ChannelWebhookResponse.response:type_name -> cohort.plugin.v1.HttpResponse
+	28, // 28: cohort.plugin.v1.ChannelWebhookResponse.events:type_name -> cohort.plugin.v1.DeliveryEvent
+	12, // 29: cohort.plugin.v1.Customer.TraitsEntry.value:type_name -> cohort.plugin.v1.Value
+	12, // 30: cohort.plugin.v1.Event.PropertiesEntry.value:type_name -> cohort.plugin.v1.Value
+	4,  // 31: cohort.plugin.v1.Source.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
+	18, // 32: cohort.plugin.v1.Source.Pull:input_type -> cohort.plugin.v1.PullRequest
+	6,  // 33: cohort.plugin.v1.Source.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
+	4,  // 34: cohort.plugin.v1.Channel.Configure:input_type -> cohort.plugin.v1.ConfigureRequest
+	25, // 35: cohort.plugin.v1.Channel.Send:input_type -> cohort.plugin.v1.SendRequest
+	6,  // 36: cohort.plugin.v1.Channel.Webhook:input_type -> cohort.plugin.v1.WebhookRequest
+	10, // 37: cohort.plugin.v1.Source.Configure:output_type -> cohort.plugin.v1.SourceInfo
+	19, // 38: cohort.plugin.v1.Source.Pull:output_type -> cohort.plugin.v1.Batch
+	22, // 39: cohort.plugin.v1.Source.Webhook:output_type -> cohort.plugin.v1.SourceWebhookResponse
+	23, // 40: cohort.plugin.v1.Channel.Configure:output_type -> cohort.plugin.v1.ChannelInfo
+	27, // 41: cohort.plugin.v1.Channel.Send:output_type -> cohort.plugin.v1.SendResponse
+	29, // 42: cohort.plugin.v1.Channel.Webhook:output_type -> cohort.plugin.v1.ChannelWebhookResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_cohort_plugin_v1_plugin_proto_init() }
@@ -2525,7 +2737,7 @@ func file_cohort_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_plugin_v1_plugin_proto_rawDesc), len(file_cohort_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
