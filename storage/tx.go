@@ -24,8 +24,14 @@ func (db *DB) Tx(ctx context.Context, fn func(*Tx) error) error {
 	})
 }
 
+// sqliteChunkParams bounds the parameters of one multi-row INSERT on SQLite
+// (chunked): the outbox's 10 columns go 40 rows a statement, 15 µs a row
+// instead of 18 at 100 rows (20,000 rows enqueued); 4-column rows stay at
+// upsertChunk.
+const sqliteChunkParams = 400
+
 // chunked inserts n rows of `cols` parameters each in multi-row statements
-// of up to upsertChunk rows: head + "(?, ...), (...)" + tail. The statement
+// of up to upsertChunk rows (fewer on SQLite, see sqliteChunkParams): head + "(?, ...), (...)" + tail. The statement
 // for a full chunk is prepared once and reused (a statement with hundreds of
 // parameters is costly to compile); args(lo, hi) returns the parameters of
 // rows [lo, hi).
@@ -38,15 +44,22 @@ func (tx *Tx) chunked(head string, cols int, tail string, n int, args func(lo, h
 			full.Close()
 		}
 	}()
-	for lo := 0; lo < n; lo += upsertChunk {
-		hi := min(lo+upsertChunk, n)
+	per := upsertChunk
+	if tx.dialect == SQLite {
+		// The SQLite driver binds each parameter by scanning the
+		// arguments for its ordinal: quadratic in a statement's
+		// parameters, so wide rows go fewer to a statement.
+		per = max(1, min(upsertChunk, sqliteChunkParams/cols))
+	}
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
 		a, err := args(lo, hi)
 		if err != nil {
 			return err
 		}
-		if hi-lo == upsertChunk {
+		if hi-lo == per {
 			if full == nil {
-				if full, err = pool.PrepareContext(ctx, tx.values(head, cols, upsertChunk, tail)); err != nil {
+				if full, err = pool.PrepareContext(ctx, tx.values(head, cols, per, tail)); err != nil {
 					return err
 				}
 			}
