@@ -415,7 +415,11 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 			}
 		case r.num == fColumnRows:
 			if r.is(fColumnRows, protowire.BytesType) {
-				v.rows = r.bytes
+				// Empty is proto3's default: every row.
+				v.rows = nil
+				if len(r.bytes) > 0 {
+					v.rows = r.bytes
+				}
 			}
 		case r.num >= fColumnStrings && r.num <= fColumnLists:
 			// Strings and lists are a field each; the other kinds are

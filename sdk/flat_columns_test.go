@@ -177,6 +177,23 @@ func TestColumnsFromProtobuf(t *testing.T) {
 	if diff := cmp.Diff(want, got.Batch(), cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+
+	// An empty rows field, which protobuf-go leaves out but another
+	// encoder may write, is proto3's default: every row.
+	vals := protowire.AppendBytes(protowire.AppendTag(nil, fColumnRows, protowire.BytesType), nil)
+	vals = protowire.AppendBytes(protowire.AppendTag(vals, fColumnBools, protowire.BytesType), []byte{1, 0, 1})
+	got, err = (&flatDecoder{}).decode(columnsRaw([]string{"c0", "c1", "c2"}, vals))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = &Batch{Customers: []Customer{
+		{ID: "c0", Traits: map[string]Value{"a": Bool(true)}},
+		{ID: "c1", Traits: map[string]Value{"a": Bool(false)}},
+		{ID: "c2", Traits: map[string]Value{"a": Bool(true)}},
+	}}
+	if diff := cmp.Diff(want, got.Batch(), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("empty rows field (-want +got):\n%s", diff)
+	}
 }
 
 // TestColumnsMalformed: columns that do not add up are refused with an
