@@ -3,7 +3,6 @@ package sdk
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -28,16 +27,9 @@ var _ FlatSource = (*flatListSource)(nil)
 func (s *flatListSource) PullFlat(_ context.Context, _ string, send func(*FlatBatch) error) error {
 	fb := &FlatBatch{}
 	for i, b := range s.batches {
-		fb.Reset()
-		for _, c := range b.Customers {
-			fb.AddCustomer(c.ID)
-			for _, name := range slices.Sorted(maps.Keys(c.Traits)) {
-				fb.AddTrait(fb.Name(name), c.Traits[name])
-			}
-		}
-		// (In process, a batch's map form shares these slices.)
-		fb.Deletes, fb.Events, fb.Consents, fb.Problems = b.Deletes, b.Events, b.Consents, b.Problems
-		fb.Cursor, fb.CaughtUp = b.Cursor, b.CaughtUp
+		// (In process, a batch's map form shares the slices flatOf
+		// copies.)
+		flatOf(b, fb)
 		if s.mangle != nil {
 			s.mangle(i, fb)
 		}
