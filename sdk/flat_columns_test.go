@@ -312,3 +312,39 @@ func TestColumnsNegotiated(t *testing.T) {
 		})
 	}
 }
+
+// FuzzColumnsDecode: whatever a plugin sends in a batch's columns, the host
+// decodes it or refuses it with an error; it never panics, and what it
+// decodes encodes back to the same customers.
+func FuzzColumnsDecode(f *testing.F) {
+	enc := flatEncoder{indexed: true, columns: true}
+	fb := &FlatBatch{}
+	// Small seeds (not benchBatch's 1,000 customers): the fuzzer mutates
+	// and minimizes them thousands of times faster.
+	for _, b := range append(flatBatches()[1:], mixedBatch()) {
+		raw, err := enc.append(nil, flatOf(b, fb))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+		enc = flatEncoder{indexed: true, columns: true} // each seed a stream of its own
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := (&flatDecoder{}).decode(raw)
+		if err != nil {
+			return
+		}
+		again := flatEncoder{indexed: true, columns: true}
+		out, err := again.append(nil, got)
+		if err != nil {
+			t.Fatalf("re-encoding what was decoded: %v", err)
+		}
+		back, err := (&flatDecoder{}).decode(out)
+		if err != nil {
+			t.Fatalf("decoding what was re-encoded: %v", err)
+		}
+		if diff := cmp.Diff(got.Batch(), back.Batch(), cmpopts.EquateEmpty(), cmpopts.EquateNaNs()); diff != "" {
+			t.Errorf("decoded, re-encoded and decoded again (-first +second):\n%s", diff)
+		}
+	})
+}
