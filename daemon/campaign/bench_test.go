@@ -370,6 +370,11 @@ policies:
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() { done <- e.Run(runCtx) }()
+	// The daemon checkpoints SQLite's write-ahead log every second beside
+	// the engine (daemon/boot.go); so does this (a no-op on PostgreSQL).
+	ckDone := make(chan struct{})
+	go func() { defer close(ckDone); db.CheckpointLoop(runCtx, time.Second, log) }()
+	b.Cleanup(func() { <-ckDone })
 	b.Cleanup(func() {
 		stop()
 		select {
