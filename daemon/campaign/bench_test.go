@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -81,7 +82,7 @@ const (
 func BenchmarkCampaignSMTP(b *testing.B) {
 	n := benchMessages(b)
 	for _, dbName := range []string{"sqlite", "postgres"} {
-		b.Run(dbName+"/subject", func(b *testing.B) {
+		b.Run(dbName, func(b *testing.B) {
 			sink, err := smtpsink.Start(smtpsink.Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -90,44 +91,36 @@ func BenchmarkCampaignSMTP(b *testing.B) {
 			chCfg := fmt.Sprintf("host: %s\nport: %d\ntls: none\nhelo: bench.example.com\nconnections: %d\ntimeout: 30s\nmax_per_connection: 1000000\n",
 				sink.Host(), sink.Port(), smtpConns)
 			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/smtp", chCfg, dispatchers, 100, smtpTemplates)
-			h.run(b, n, func(n int) error {
-				if got := sink.Accepted(); got != n {
-					return fmt.Errorf("sink accepted %d messages, want %d", got, n)
-				}
-				if d := sink.Duplicates(); len(d) > 0 {
-					return fmt.Errorf("%d keys arrived more than once", len(d))
-				}
-				sink.Reset()
-				return nil
-			})
-		})
-		b.Run(dbName+"/baseline", func(b *testing.B) {
-			sink, err := smtpsink.Start(smtpsink.Options{})
+			bare, err := smtpsink.Start(smtpsink.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { _ = sink.Close() })
-			// The warm-up run, as the subject's (see warmup).
-			if _, err := smtpsink.BareSend(b.Context(), sink.Addr(), warmup(n), smtpConns); err != nil {
-				b.Fatal(err)
-			}
-			sink.Reset()
-			var total time.Duration
-			for b.Loop() {
+			b.Cleanup(func() { _ = bare.Close() })
+			inTurn(b, n, func(n int) time.Duration {
+				return h.once(b, n, func(n int) error {
+					if got := sink.Accepted(); got != n {
+						return fmt.Errorf("sink accepted %d messages, want %d", got, n)
+					}
+					if d := sink.Duplicates(); len(d) > 0 {
+						return fmt.Errorf("%d keys arrived more than once", len(d))
+					}
+					sink.Reset()
+					return nil
+				})
+			}, func(n int) time.Duration {
 				self0, _ := cpuTimes()
-				d, err := smtpsink.BareSend(b.Context(), sink.Addr(), n, smtpConns)
+				d, err := smtpsink.BareSend(b.Context(), bare.Addr(), n, smtpConns)
 				self1, _ := cpuTimes()
-				b.Logf("%d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
 				if err != nil {
 					b.Fatal(err)
 				}
-				total += d
-				if got := sink.Accepted(); got != n {
+				b.Logf("baseline: %d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
+				if got := bare.Accepted(); got != n {
 					b.Fatalf("sink accepted %d messages, want %d", got, n)
 				}
-				sink.Reset()
-			}
-			b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+				bare.Reset()
+				return d
+			})
 		})
 	}
 }
@@ -150,7 +143,7 @@ const (
 func BenchmarkCampaignSendGrid(b *testing.B) {
 	n := benchMessages(b)
 	for _, dbName := range []string{"sqlite", "postgres"} {
-		b.Run(dbName+"/subject", func(b *testing.B) {
+		b.Run(dbName, func(b *testing.B) {
 			s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
 			if err != nil {
 				b.Fatal(err)
@@ -158,44 +151,36 @@ func BenchmarkCampaignSendGrid(b *testing.B) {
 			b.Cleanup(func() { _ = s.Close() })
 			chCfg := fmt.Sprintf("api_key: %s\nbase_url: %s\nparallel: %d\n", s.APIKey(), s.URL, sgParallel)
 			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/sendgrid", chCfg, sgConcurrency, 100, sgTemplates)
-			h.run(b, n, func(n int) error {
-				if got := len(s.CountByKey()); got != n {
-					return fmt.Errorf("server accepted %d distinct messages, want %d", got, n)
-				}
-				if d := s.Duplicates(); len(d) > 0 {
-					return fmt.Errorf("%d keys arrived more than once", len(d))
-				}
-				s.Reset()
-				return nil
-			})
-		})
-		b.Run(dbName+"/baseline", func(b *testing.B) {
-			s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+			bare, err := sgserver.Start(sgserver.Config{KeysOnly: true})
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() { _ = s.Close() })
-			// The warm-up run, as the subject's (see warmup).
-			if _, err := sgbench.DirectSend(b.Context(), s.URL, s.APIKey(), warmup(n), sgInFlight); err != nil {
-				b.Fatal(err)
-			}
-			s.Reset()
-			var total time.Duration
-			for b.Loop() {
+			b.Cleanup(func() { _ = bare.Close() })
+			inTurn(b, n, func(n int) time.Duration {
+				return h.once(b, n, func(n int) error {
+					if got := len(s.CountByKey()); got != n {
+						return fmt.Errorf("server accepted %d distinct messages, want %d", got, n)
+					}
+					if d := s.Duplicates(); len(d) > 0 {
+						return fmt.Errorf("%d keys arrived more than once", len(d))
+					}
+					s.Reset()
+					return nil
+				})
+			}, func(n int) time.Duration {
 				self0, _ := cpuTimes()
-				d, err := sgbench.DirectSend(b.Context(), s.URL, s.APIKey(), n, sgInFlight)
+				d, err := sgbench.DirectSend(b.Context(), bare.URL, bare.APIKey(), n, sgInFlight)
 				self1, _ := cpuTimes()
-				b.Logf("%d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
 				if err != nil {
 					b.Fatal(err)
 				}
-				total += d
-				if got := len(s.CountByKey()); got != n {
+				b.Logf("baseline: %d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
+				if got := len(bare.CountByKey()); got != n {
 					b.Fatalf("server accepted %d distinct messages, want %d", got, n)
 				}
-				s.Reset()
-			}
-			b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+				bare.Reset()
+				return d
+			})
 		})
 	}
 }
@@ -400,16 +385,48 @@ var benchZones = []string{"Europe/Berlin", "Europe/London", "America/New_York", 
 // run of each swung the ratio by a third from one make bench to the next.
 func warmup(n int) int { return max(n/4, 1) }
 
-// run times b.N runs of n messages, after an untimed warm-up run (see
-// warmup); check verifies the provider side after each, given the run's
-// message count.
-func (h *harness) run(b *testing.B, n int, check func(n int) error) {
-	h.once(b, warmup(n), check)
-	var total time.Duration
-	for b.Loop() {
-		total += h.once(b, n, check)
+// sendRounds is how many timed runs the subject and the baseline each have,
+// in turn.
+const sendRounds = 3
+
+// inTurn runs the subject and the baseline (each sends n messages and
+// returns the time the figure counts) once each untimed with warmup(n)
+// messages, then sendRounds times each in turn, and reports each row's
+// median rate as the sub-benchmarks "subject" and "baseline". Runs in turn
+// meet the same conditions, where all of one and then all of the other
+// meet whatever the machine did meanwhile; the median keeps one disturbed
+// run from moving the figure.
+func inTurn(b *testing.B, n int, subject, baseline func(n int) time.Duration) {
+	subject(warmup(n))
+	baseline(warmup(n))
+	var rates [2][]float64
+	for range sendRounds {
+		for i, run := range []func(int) time.Duration{subject, baseline} {
+			rates[i] = append(rates[i], float64(n)/run(n).Seconds())
+		}
 	}
-	b.ReportMetric(float64(b.N*n)/total.Seconds(), "msgs/s")
+	for i, name := range []string{"subject", "baseline"} {
+		b.Run(name, func(b *testing.B) {
+			var s strings.Builder
+			for j, r := range rates[i] {
+				if j > 0 {
+					s.WriteString(", ")
+				}
+				fmt.Fprintf(&s, "%.0f", r)
+			}
+			b.Logf("msgs/s of each run, in turn with the other row's: %s", s.String())
+			b.ReportMetric(median(rates[i]), "msgs/s")
+		})
+	}
+}
+
+// median of xs (not empty); xs is left as it is.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 // once sends n messages and returns the time from the first claim to the
