@@ -421,16 +421,20 @@ type flatDecoder struct {
 	help   *flatDecoder
 	// For columns (Batch.columns): the ids, string values and columns
 	// read, the rows present of columns that lack some, where each row's
-	// traits start, the string columns' cursors, and which names have had
-	// a column in the batch (colSeen[n] == colSeq).
-	colIDs   [][]byte
-	colStrs  [][]byte
-	colIdx   []int32
-	colViews []colView
-	rowPos   []int
-	strCur   []strCursor
-	colSeen  []uint32
-	colSeq   uint32
+	// traits start, the string columns by row (strDense: those with every
+	// row; strSparse, ending at strAt[r] for row r: the others' values),
+	// and, for names with several columns, those columns and the rows
+	// they have taken.
+	colIDs    [][]byte
+	colStrs   [][]byte
+	colIdx    []int32
+	colViews  []colView
+	rowPos    []int
+	strDense  []*colView
+	strSparse []strEntry
+	strAt     []int
+	multi     []int
+	rowMark   []int32
 }
 
 type strFix struct{ trait, lo, hi int }

@@ -240,13 +240,22 @@ type colView struct {
 	packed []byte
 	rows   []byte // nil: every row
 	n      int    // values
-	// idx[lo:hi] of flatDecoder.colIdx are the rows present, when not all
-	// are.
-	lo, hi int
+	// present is how many rows have a value; when not all do,
+	// flatDecoder.colIdx[lo:hi] lists them.
+	present int
+	lo, hi  int
 }
 
+// maxColumnTraits bounds the traits one batch's columns may give, beyond
+// one for every two bytes of the columns' encoding: a column of nulls
+// costs no byte per row, and without a bound a few kilobytes of columns
+// could ask the host for gigabytes of traits. Batches of thousands of
+// customers with tens of traits each stay far below it.
+const maxColumnTraits = 1 << 20
+
 // columns decodes a Batch.columns field, appending its customers to the
-// batch being decoded, after those already there.
+// batch being decoded, after those already there. Everything that could
+// make it refuse the batch is checked before the traits are allocated.
 func (d *flatDecoder) columns(data []byte) error {
 	b := d.out
 	d.colIDs, d.colViews, d.colStrs, d.colIdx = d.colIDs[:0], d.colViews[:0], d.colStrs[:0], d.colIdx[:0]
@@ -270,43 +279,49 @@ func (d *flatDecoder) columns(data []byte) error {
 		return fmt.Errorf("columns: %w", r.err)
 	}
 	rows := len(d.colIDs)
-	d.rowPos = slices.Grow(d.rowPos[:0], rows+1)[:rows+1]
-	clear(d.rowPos)
-	multi := false
-	d.colSeq++
-	if d.colSeq == 0 {
-		clear(d.colSeen)
-		d.colSeq = 1
-	}
-	for len(d.colSeen) < len(d.names.names) {
-		d.colSeen = append(d.colSeen, 0)
-	}
+	total := 0
 	for i := range d.colViews {
 		v := &d.colViews[i]
 		if err := d.checkColumn(v, rows); err != nil {
 			return err
 		}
-		if d.colSeen[v.name] == d.colSeq {
-			multi = true
+		total += v.present
+		if total > maxColumnTraits+len(data)/2 {
+			return fmt.Errorf("columns: %w: more than %d traits in a batch of %d bytes of columns", errMalformed,
+				maxColumnTraits+len(data)/2, len(data))
 		}
-		d.colSeen[v.name] = d.colSeq
+	}
+	if err := d.checkOverlap(rows); err != nil {
+		return err
+	}
+	for i := range d.colViews {
+		if v := &d.colViews[i]; v.rows != nil {
+			v.lo = len(d.colIdx)
+			d.colIdx = appendRows(d.colIdx, v.rows)
+			v.hi = len(d.colIdx)
+		}
+	}
+	// rowPos[r] is where row r's traits start, after the batch's others:
+	// one slot for each column that has every row, and one for each
+	// column listing the row.
+	d.rowPos = slices.Grow(d.rowPos[:0], rows+1)[:rows+1]
+	clear(d.rowPos)
+	dense := 0
+	for i := range d.colViews {
+		v := &d.colViews[i]
 		if v.rows == nil {
-			for r := range rows {
-				d.rowPos[r+1]++
-			}
+			dense++
 			continue
 		}
 		for _, r := range d.colIdx[v.lo:v.hi] {
 			d.rowPos[r+1]++
 		}
 	}
-	// rowPos[r] is where row r's traits start, after the batch's others.
 	base := len(b.Traits)
 	d.rowPos[0] = base
 	for r := 1; r <= rows; r++ {
-		d.rowPos[r] += d.rowPos[r-1]
+		d.rowPos[r] += d.rowPos[r-1] + dense
 	}
-	total := d.rowPos[rows] - base
 	b.Traits = slices.Grow(b.Traits, total)[:base+total]
 	start := len(b.Customers)
 	for r := range rows {
@@ -321,60 +336,155 @@ func (d *flatDecoder) columns(data []byte) error {
 			return err
 		}
 	}
-	if multi {
-		for r := range cs {
-			c := &cs[r]
-			d.names.nextCustomer()
-			for j := c.Start; j < c.End; j++ {
-				n := b.Traits[j].Name
-				if d.names.seen[n] == d.names.seq {
-					return fmt.Errorf("columns: customer %q: %w: trait %q in two columns", c.ID, errMalformed, d.names.names[n])
+	return nil
+}
+
+// appendRows appends the rows a bitmap marks, in order.
+func appendRows(idx []int32, rows []byte) []int32 {
+	for i, c := range rows {
+		for c != 0 {
+			idx = append(idx, int32(i<<3|bits.TrailingZeros8(c)))
+			c &= c - 1
+		}
+	}
+	return idx
+}
+
+// checkOverlap refuses columns of one trait that share a row: a customer
+// has at most one value of a trait. Only names with several columns are
+// looked at, a name's columns together, each row once per column (the
+// traits, bounded already).
+func (d *flatDecoder) checkOverlap(rows int) error {
+	// names.seen/seq (free between customers) mark the names met, and
+	// names.at counts their columns.
+	d.names.nextCustomer()
+	for i := range d.colViews {
+		n := d.colViews[i].name
+		if d.names.seen[n] != d.names.seq {
+			d.names.seen[n], d.names.at[n] = d.names.seq, 0
+		}
+		d.names.at[n]++
+	}
+	d.multi = d.multi[:0]
+	for i := range d.colViews {
+		if d.names.at[d.colViews[i].name] > 1 {
+			d.multi = append(d.multi, i)
+		}
+	}
+	if len(d.multi) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(d.multi, func(i, j int) int { return d.colViews[i].name - d.colViews[j].name })
+	d.rowMark = slices.Grow(d.rowMark[:0], rows)[:rows]
+	clear(d.rowMark)
+	stamp, name := int32(0), -1
+	for _, i := range d.multi {
+		v := &d.colViews[i]
+		if v.name != name {
+			stamp, name = stamp+1, v.name
+		}
+		mark := func(r int) error {
+			if d.rowMark[r] == stamp {
+				return fmt.Errorf("columns: customer %q: %w: trait %q in two columns", d.colIDs[r], errMalformed, d.names.names[v.name])
+			}
+			d.rowMark[r] = stamp
+			return nil
+		}
+		if v.rows == nil {
+			for r := range rows {
+				if err := mark(r); err != nil {
+					return err
 				}
-				d.names.seen[n] = d.names.seq
+			}
+			continue
+		}
+		for j, c := range v.rows {
+			for c != 0 {
+				if err := mark(j<<3 | bits.TrailingZeros8(c)); err != nil {
+					return err
+				}
+				c &= c - 1
 			}
 		}
 	}
 	return nil
 }
 
-// strCursor walks a string column row by row: k is its next value.
-type strCursor struct {
+// strEntry is one value of a sparse string column, bucketed by row.
+type strEntry struct {
 	v *colView
 	k int
 }
 
 // fillStrings sets the customers' ids and string values row by row, each
 // customer's in one allocation, as in the row form: a kept value keeps
-// only its own customer's strings alive.
+// only its own customer's strings alive. Columns that have every row are
+// read in step with the rows; the values of the others are first sorted
+// into rows (a counting sort), so the work is the rows plus the values.
 func (d *flatDecoder) fillStrings(cs []FlatCustomer) error {
 	tr := d.out.Traits
-	d.strCur = d.strCur[:0]
+	rows := len(cs)
+	d.strDense = d.strDense[:0]
+	d.strAt = slices.Grow(d.strAt[:0], rows+1)[:rows+1]
+	clear(d.strAt)
+	sparse := 0
 	for i := range d.colViews {
-		if v := &d.colViews[i]; v.field == fColumnStrings {
-			d.strCur = append(d.strCur, strCursor{v: v})
+		v := &d.colViews[i]
+		if v.field != fColumnStrings {
+			continue
+		}
+		if v.rows == nil {
+			d.strDense = append(d.strDense, v)
+			continue
+		}
+		for _, r := range d.colIdx[v.lo:v.hi] {
+			d.strAt[r+1]++
+		}
+		sparse += v.hi - v.lo
+	}
+	for r := 1; r <= rows; r++ {
+		d.strAt[r] += d.strAt[r-1]
+	}
+	d.strSparse = slices.Grow(d.strSparse[:0], sparse)[:sparse]
+	for i := range d.colViews {
+		v := &d.colViews[i]
+		if v.field != fColumnStrings || v.rows == nil {
+			continue
+		}
+		for k, r := range d.colIdx[v.lo:v.hi] {
+			d.strSparse[d.strAt[r]] = strEntry{v: v, k: k}
+			d.strAt[r]++
 		}
 	}
+	// strAt[r] is now where row r's entries end, and strAt[r-1] (0 for
+	// row 0) where they start.
+	lo := 0
 	for r := range cs {
 		c := &cs[r]
 		id := d.colIDs[r]
 		d.strs = append(d.strs[:0], id...)
 		d.fixes = d.fixes[:0]
-		for j := range d.strCur {
-			sc := &d.strCur[j]
-			v := sc.v
-			if v.rows != nil && (sc.k >= v.hi-v.lo || d.colIdx[v.lo+sc.k] != int32(r)) {
-				continue
-			}
-			s := v.vals[sc.k]
-			sc.k++
+		add := func(v *colView, s []byte) error {
 			if !utf8.Valid(s) {
 				return fmt.Errorf("columns: customer %q: %q: %w", id, d.names.names[v.name], errNotUTF8)
 			}
-			lo := len(d.strs)
+			at := len(d.strs)
 			d.strs = append(d.strs, s...)
 			// trait holds the name here; the slot is the customer's next.
-			d.fixes = append(d.fixes, strFix{trait: v.name, lo: lo, hi: len(d.strs)})
+			d.fixes = append(d.fixes, strFix{trait: v.name, lo: at, hi: len(d.strs)})
+			return nil
 		}
+		for _, v := range d.strDense {
+			if err := add(v, v.vals[r]); err != nil {
+				return err
+			}
+		}
+		for _, e := range d.strSparse[lo:d.strAt[r]] {
+			if err := add(e.v, e.v.vals[e.k]); err != nil {
+				return err
+			}
+		}
+		lo = d.strAt[r]
 		all := string(d.strs)
 		c.ID = all[:len(id)]
 		for _, f := range d.fixes {
@@ -395,6 +505,24 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 		name uint64
 	)
 	lo := len(d.colStrs)
+	// kind records the value field seen, refusing a second one.
+	kind := func(num protowire.Number) error {
+		if v.field != 0 && v.field != num {
+			return fmt.Errorf("columns: %w: a column with fields %d and %d: one kind of value per column", errMalformed, v.field, num)
+		}
+		v.field = num
+		return nil
+	}
+	// pack adds packed values. The first run is used where it lies; more
+	// runs (or unpacked values) go into a buffer of the column's own,
+	// grown by append, never into the message.
+	pack := func(b []byte) {
+		if v.packed == nil {
+			v.packed = b[:len(b):len(b)]
+			return
+		}
+		v.packed = append(v.packed, b...)
+	}
 	r := fieldReader{b: data}
 	for len(r.b) > 0 && r.err == nil {
 		// Fast path: a string value under 128 bytes.
@@ -408,12 +536,13 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 		if !r.next() {
 			break
 		}
-		switch {
-		case r.num == fColumnName:
+		var err error
+		switch num := r.num; {
+		case num == fColumnName:
 			if r.is(fColumnName, protowire.VarintType) {
-				name = r.u64
+				name = uint64(uint32(r.u64)) // as protobuf reads a uint32
 			}
-		case r.num == fColumnRows:
+		case num == fColumnRows:
 			if r.is(fColumnRows, protowire.BytesType) {
 				// Empty is proto3's default: every row.
 				v.rows = nil
@@ -421,28 +550,31 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 					v.rows = r.bytes
 				}
 			}
-		case r.num >= fColumnStrings && r.num <= fColumnLists:
-			// Strings and lists are a field each; the other kinds are
-			// packed, as protobuf encoders write repeated scalars in
-			// proto3 (a field of another wire type is an error).
-			if !r.is(r.num, protowire.BytesType) {
-				break
-			}
-			if v.field != 0 && v.field != r.num {
-				return v, fmt.Errorf("columns: %w: a column with fields %d and %d: one kind of value per column", errMalformed, v.field, r.num)
-			}
-			v.field = r.num
-			switch r.num {
-			case fColumnStrings, fColumnLists:
-				d.colStrs = append(d.colStrs, r.bytes)
-			default:
-				if v.packed == nil {
-					v.packed = r.bytes
-				} else {
-					// Packed values in several fields (allowed, rare).
-					v.packed = append(append([]byte(nil), v.packed...), r.bytes...)
+		case num == fColumnStrings || num == fColumnLists:
+			if r.is(num, protowire.BytesType) {
+				if err = kind(num); err == nil {
+					d.colStrs = append(d.colStrs, r.bytes)
 				}
 			}
+		case num == fColumnNumbers && r.typ == protowire.Fixed64Type:
+			// Unpacked, as proto3 parsers must also accept.
+			if err = kind(num); err == nil {
+				pack(binary.LittleEndian.AppendUint64(nil, r.u64))
+			}
+		case num >= fColumnIntegers && num <= fColumnTimes && r.typ == protowire.VarintType:
+			if err = kind(num); err == nil {
+				pack(protowire.AppendVarint(nil, r.u64))
+			}
+		case num >= fColumnNumbers && num <= fColumnTimes:
+			// Packed; an empty run holds no value and sets no kind.
+			if r.is(num, protowire.BytesType) && len(r.bytes) > 0 {
+				if err = kind(num); err == nil {
+					pack(r.bytes)
+				}
+			}
+		}
+		if err != nil {
+			return v, err
 		}
 	}
 	if r.err != nil {
@@ -489,27 +621,22 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 }
 
 // checkColumn checks that a column's rows fit the batch's and that it has
-// a value for each row present (none for a column of nulls), and lists the
-// rows present in d.colIdx when not all are.
+// a value for each row present (none for a column of nulls), and counts
+// the rows present.
 func (d *flatDecoder) checkColumn(v *colView, rows int) error {
 	name := d.names.names[v.name]
-	present := rows
+	v.present = rows
 	if v.rows != nil {
 		if len(v.rows) > (rows+7)/8 || (rows%8 != 0 && len(v.rows) == (rows+7)/8 && v.rows[len(v.rows)-1]>>(rows%8) != 0) {
 			return fmt.Errorf("columns: trait %q: %w: rows beyond the batch's %d", name, errMalformed, rows)
 		}
-		v.lo = len(d.colIdx)
-		for i, c := range v.rows {
-			for c != 0 {
-				d.colIdx = append(d.colIdx, int32(i<<3|bits.TrailingZeros8(c)))
-				c &= c - 1
-			}
+		v.present = 0
+		for _, c := range v.rows {
+			v.present += bits.OnesCount8(c)
 		}
-		v.hi = len(d.colIdx)
-		present = v.hi - v.lo
 	}
-	if v.field != 0 && v.n != present {
-		return fmt.Errorf("columns: trait %q: %w: %d values for %d rows", name, errMalformed, v.n, present)
+	if v.field != 0 && v.n != v.present {
+		return fmt.Errorf("columns: trait %q: %w: %d values for %d rows", name, errMalformed, v.n, v.present)
 	}
 	return nil
 }

@@ -216,6 +216,9 @@ func TestColumnsMalformed(t *testing.T) {
 		"two kinds":           {batch: cols(ids, &pluginv1.Column{Name: 0, Strings: []string{"x", "y", "z"}, Bools: []bool{true, true, true}}), want: "one kind of value per column"},
 		"unknown name":        {batch: cols(ids, &pluginv1.Column{Name: 7, Bools: []bool{true, true, true}}), want: "trait name 7 not in the stream's table of 2"},
 		"trait in two places": {batch: cols(ids, &pluginv1.Column{Name: 1, Rows: []byte{0b011}, Bools: []bool{true, true}}, &pluginv1.Column{Name: 1, Rows: []byte{0b110}, Numbers: []float64{1, 2}}), want: `customer "c1": malformed message: trait "b" in two columns`},
+		"trait in two places, another between": {batch: cols(ids, &pluginv1.Column{Name: 1, Rows: []byte{0b001}, Bools: []bool{true}},
+			&pluginv1.Column{Name: 0, Rows: []byte{0b001}, Bools: []bool{true}}, &pluginv1.Column{Name: 1, Rows: []byte{0b001}, Numbers: []float64{1}}),
+			want: `customer "c0": malformed message: trait "b" in two columns`},
 		"doubles cut short": {
 			raw:  columnsRaw(ids, protowire.AppendBytes(protowire.AppendTag(nil, fColumnNumbers, protowire.BytesType), make([]byte, 20))),
 			want: "packed doubles of 20 bytes",
@@ -345,6 +348,92 @@ func FuzzColumnsDecode(f *testing.F) {
 		}
 		if diff := cmp.Diff(got.Batch(), back.Batch(), cmpopts.EquateEmpty(), cmpopts.EquateNaNs()); diff != "" {
 			t.Errorf("decoded, re-encoded and decoded again (-first +second):\n%s", diff)
+		}
+	})
+}
+
+// TestColumnsBounded: columns of nulls cost no byte a row, so a few
+// kilobytes could ask for millions of traits; such a batch is refused
+// before anything is allocated for them.
+func TestColumnsBounded(t *testing.T) {
+	const rows, columns = 2000, 600
+	ids := make([]string, rows)
+	for i := range ids {
+		ids[i] = "c" + strings.Repeat("x", i%3)
+	}
+	for name, names := range map[string]int{"distinct traits": columns, "one trait": 1} {
+		t.Run(name, func(t *testing.T) {
+			pb := &pluginv1.Batch{Columns: &pluginv1.Columns{Ids: ids}}
+			for i := range names {
+				pb.TraitNames = append(pb.TraitNames, "t"+strings.Repeat("x", i))
+			}
+			for i := range columns {
+				pb.Columns.Columns = append(pb.Columns.Columns, &pluginv1.Column{Name: uint32(i % names)})
+			}
+			raw, err := proto.Marshal(pb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := &flatDecoder{}
+			_, err = d.decode(raw)
+			if err == nil || !strings.Contains(err.Error(), "traits in a batch of") {
+				t.Fatalf("decode of %d bytes asking for %d traits: %v, want refused for too many traits", len(raw), rows*columns, err)
+			}
+			if c := cap(d.batch.Traits); c > 0 {
+				t.Errorf("%d trait slots allocated before refusing", c)
+			}
+		})
+	}
+}
+
+// TestColumnsProtobufForms: what proto3 parsers must accept decodes:
+// packed values split over several fields, unpacked values, an empty packed
+// field (no values), and a name beyond uint32 (read as protobuf reads it).
+func TestColumnsProtobufForms(t *testing.T) {
+	ids := []string{"c0", "c1", "c2"}
+	tag := func(b []byte, num protowire.Number, typ protowire.Type) []byte {
+		return protowire.AppendTag(b, num, typ)
+	}
+	var split, unpacked, empty []byte
+	split = protowire.AppendBytes(tag(split, fColumnBools, protowire.BytesType), []byte{1})
+	split = protowire.AppendBytes(tag(split, fColumnBools, protowire.BytesType), []byte{0, 1})
+	for _, v := range []int64{5, -6, 7} {
+		unpacked = protowire.AppendVarint(tag(unpacked, fColumnIntegers, protowire.VarintType), protowire.EncodeZigZag(v))
+	}
+	empty = protowire.AppendBytes(tag(empty, fColumnNumbers, protowire.BytesType), nil)
+	empty = protowire.AppendBytes(tag(empty, fColumnBools, protowire.BytesType), []byte{0, 0, 1})
+	for name, tc := range map[string]struct {
+		vals []byte
+		want []Value
+	}{
+		"packed in two fields": {vals: split, want: []Value{Bool(true), Bool(false), Bool(true)}},
+		"unpacked":             {vals: unpacked, want: []Value{Number(5), Number(-6), Number(7)}},
+		"empty packed field":   {vals: empty, want: []Value{Bool(false), Bool(false), Bool(true)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := (&flatDecoder{}).decode(columnsRaw(ids, tc.vals))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &Batch{}
+			for i, id := range ids {
+				want.Customers = append(want.Customers, Customer{ID: id, Traits: map[string]Value{"a": tc.want[i]}})
+			}
+			if diff := cmp.Diff(want, got.Batch(), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("name beyond uint32", func(t *testing.T) {
+		// columnsRaw writes name 0 first; a later name field wins.
+		vals := protowire.AppendVarint(tag(nil, fColumnName, protowire.VarintType), 1<<32+1)
+		vals = protowire.AppendBytes(tag(vals, fColumnBools, protowire.BytesType), []byte{1, 1, 1})
+		got, err := (&flatDecoder{}).decode(columnsRaw(ids, vals))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := got.Batch().Customers[0].Traits["b"]; !ok || !cmp.Equal(v, Bool(true)) {
+			t.Errorf("customer 0's traits %v, want b (name 1<<32+1 read as 1)", got.Batch().Customers[0].Traits)
 		}
 	})
 }

@@ -1683,7 +1683,8 @@ func (x *Columns) GetColumns() []*Column {
 // present; none set is a column of nulls (each present row's trait is
 // removed). A trait may have several columns (one per kind) but a row at
 // most one value of a trait: columns of one name present at the same row
-// are malformed.
+// are malformed. A batch's columns give at most 2^20 traits plus one per two
+// bytes of their encoding; the host refuses a batch asking for more.
 type Column struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The trait: its position in the stream's trait name table
@@ -1691,7 +1692,8 @@ type Column struct {
 	Name uint32 `protobuf:"varint,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The rows present: bit i%8 of byte i/8 (least significant first) is
 	// row i. Empty when every row is present; otherwise at most
-	// (len(ids)+7)/8 bytes, later rows absent.
+	// (len(ids)+7)/8 bytes, later rows absent. A column no row is present in
+	// is left out (an empty rows field would mean every row).
 	Rows    []byte    `protobuf:"bytes,2,opt,name=rows,proto3" json:"rows,omitempty"`
 	Strings []string  `protobuf:"bytes,3,rep,name=strings,proto3" json:"strings,omitempty"`
 	Numbers []float64 `protobuf:"fixed64,4,rep,packed,name=numbers,proto3" json:"numbers,omitempty"`
