@@ -231,7 +231,6 @@ func (c *column) appendBody(buf []byte, rows int) []byte {
 // colView is one Column as the host reads it.
 type colView struct {
 	name int // in the host's table
-	kind TraitType
 	// field is the value field's number (0: a column of nulls); vals
 	// holds each string or list (one field each), and packed the packed
 	// values of the other kinds.
@@ -291,19 +290,10 @@ func (d *flatDecoder) columns(data []byte) error {
 				maxColumnTraits+len(data)/2, len(data))
 		}
 	}
-	if err := d.checkOverlap(rows); err != nil {
-		return err
-	}
-	for i := range d.colViews {
-		if v := &d.colViews[i]; v.rows != nil {
-			v.lo = len(d.colIdx)
-			d.colIdx = appendRows(d.colIdx, v.rows)
-			v.hi = len(d.colIdx)
-		}
-	}
-	// rowPos[r] is where row r's traits start, after the batch's others:
-	// one slot for each column that has every row, and one for each
-	// column listing the row.
+	// The rows of the columns that lack some (as many as their traits,
+	// bounded above), and rowPos[r]: where row r's traits start, after
+	// the batch's others, one slot for each column that has every row and
+	// one for each column listing the row.
 	d.rowPos = slices.Grow(d.rowPos[:0], rows+1)[:rows+1]
 	clear(d.rowPos)
 	dense := 0
@@ -313,9 +303,15 @@ func (d *flatDecoder) columns(data []byte) error {
 			dense++
 			continue
 		}
+		v.lo = len(d.colIdx)
+		d.colIdx = appendRows(d.colIdx, v.rows)
+		v.hi = len(d.colIdx)
 		for _, r := range d.colIdx[v.lo:v.hi] {
 			d.rowPos[r+1]++
 		}
+	}
+	if err := d.checkOverlap(rows); err != nil {
+		return err
 	}
 	base := len(b.Traits)
 	d.rowPos[0] = base
@@ -353,7 +349,7 @@ func appendRows(idx []int32, rows []byte) []int32 {
 // checkOverlap refuses columns of one trait that share a row: a customer
 // has at most one value of a trait. Only names with several columns are
 // looked at, a name's columns together, each row once per column (the
-// traits, bounded already).
+// traits, bounded already); colIdx lists the rows of sparse columns.
 func (d *flatDecoder) checkOverlap(rows int) error {
 	// names.seen/seq (free between customers) mark the names met, and
 	// names.at counts their columns.
@@ -383,28 +379,12 @@ func (d *flatDecoder) checkOverlap(rows int) error {
 		if v.name != name {
 			stamp, name = stamp+1, v.name
 		}
-		mark := func(r int) error {
+		for k := range v.present {
+			r := d.row(v, k)
 			if d.rowMark[r] == stamp {
 				return fmt.Errorf("columns: customer %q: %w: trait %q in two columns", d.colIDs[r], errMalformed, d.names.names[v.name])
 			}
 			d.rowMark[r] = stamp
-			return nil
-		}
-		if v.rows == nil {
-			for r := range rows {
-				if err := mark(r); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		for j, c := range v.rows {
-			for c != 0 {
-				if err := mark(j<<3 | bits.TrailingZeros8(c)); err != nil {
-					return err
-				}
-				c &= c - 1
-			}
 		}
 	}
 	return nil
@@ -585,28 +565,16 @@ func (d *flatDecoder) column(data []byte) (colView, error) {
 		return v, fmt.Errorf("columns: %w: trait name %d not in the stream's table of %d", errMalformed, name, len(d.remap))
 	}
 	v.name = d.remap[name]
+	// n: how many values (none in a column of nulls).
 	switch v.field {
-	case 0:
-		v.kind = TypeUnknown
-	case fColumnStrings:
-		v.kind, v.n = TypeString, len(v.vals)
-	case fColumnLists:
-		v.kind, v.n = TypeStringList, len(v.vals)
+	case fColumnStrings, fColumnLists:
+		v.n = len(v.vals)
 	case fColumnNumbers:
-		v.kind = TypeNumber
 		if len(v.packed)%8 != 0 {
 			return v, fmt.Errorf("columns: %w: packed doubles of %d bytes", errMalformed, len(v.packed))
 		}
 		v.n = len(v.packed) / 8
-	default:
-		switch v.field {
-		case fColumnIntegers:
-			v.kind = TypeNumber
-		case fColumnBools:
-			v.kind = TypeBool
-		default:
-			v.kind = TypeTime
-		}
+	case fColumnIntegers, fColumnBools, fColumnTimes:
 		p := v.packed
 		if len(p) > 0 && p[len(p)-1] >= 0x80 {
 			return v, fmt.Errorf("columns: %w: packed varints cut short", errMalformed)
@@ -641,6 +609,14 @@ func (d *flatDecoder) checkColumn(v *colView, rows int) error {
 	return nil
 }
 
+// row is the row of column v's k-th value.
+func (d *flatDecoder) row(v *colView, k int) int {
+	if v.rows == nil {
+		return k
+	}
+	return int(d.colIdx[v.lo+k])
+}
+
 // fillColumn writes the values of a column other than strings into its
 // rows' traits (customers are the columns' rows, their End the next free
 // slot).
@@ -649,18 +625,10 @@ func (d *flatDecoder) fillColumn(v *colView, cs []FlatCustomer) error {
 		return nil // fillStrings' part
 	}
 	tr := d.out.Traits
-	var idx []int32
-	n := len(cs)
-	if v.rows != nil {
-		idx = d.colIdx[v.lo:v.hi]
-		n = len(idx)
-	}
+	n := v.present
 	// slot returns the slot of the k-th row present.
 	slot := func(k int) *FlatTrait {
-		r := k
-		if idx != nil {
-			r = int(idx[k])
-		}
+		r := d.row(v, k)
 		i := cs[r].End
 		cs[r].End++
 		return &tr[i]
@@ -675,11 +643,7 @@ func (d *flatDecoder) fillColumn(v *colView, cs []FlatCustomer) error {
 		for k := range n {
 			l, err := decodeStringList(v.vals[k])
 			if err != nil {
-				r := k
-				if idx != nil {
-					r = int(idx[k])
-				}
-				return fmt.Errorf("columns: customer %q: %q: %w", cs[r].ID, d.names.names[v.name], err)
+				return fmt.Errorf("columns: customer %q: %q: %w", cs[d.row(v, k)].ID, d.names.names[v.name], err)
 			}
 			*slot(k) = FlatTrait{Name: v.name, Value: Value{Type: TypeStringList, List: l}}
 		}

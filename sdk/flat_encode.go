@@ -111,43 +111,16 @@ func (e *flatEncoder) append(buf []byte, b *FlatBatch) ([]byte, error) {
 	if err := e.checkNames(b.Names); err != nil {
 		return nil, err
 	}
-	var err error
+	if err := checkFlat(b); err != nil {
+		return nil, err
+	}
 	if e.columns {
-		if err := checkFlat(b); err != nil {
+		buf = e.cols.appendColumns(buf, b)
+	} else {
+		var err error
+		if buf, err = e.appendRows(buf, b); err != nil {
 			return nil, err
 		}
-		buf = e.cols.appendColumns(buf, b)
-	}
-	tagMap := byte(fCustomerTraits)<<3 | byte(protowire.BytesType)
-	for i := range b.Customers {
-		if e.columns {
-			break
-		}
-		c := &b.Customers[i]
-		if c.Start < 0 || c.Start > c.End || c.End > len(b.Traits) {
-			return nil, Errorf(Internal, "", "batch: customer %q: trait range [%d:%d] outside the batch's %d traits",
-				c.ID, c.Start, c.End, len(b.Traits))
-		}
-		buf = protowire.AppendTag(buf, fBatchCustomers, protowire.BytesType)
-		start := len(buf)
-		buf = appendString(append(buf, 0), fCustomerID, c.ID)
-		for j := c.Start; j < c.End; j++ {
-			t := &b.Traits[j]
-			if t.Name < 0 || t.Name >= len(b.Names) {
-				return nil, Errorf(Internal, "", "batch: customer %q: trait name index %d outside Names (%d names)",
-					c.ID, t.Name, len(b.Names))
-			}
-			if t.Value.Type < TypeUnknown || t.Value.Type > TypeStringList {
-				return nil, Errorf(Internal, "", "batch: customer %q: %q: unknown value type %d",
-					c.ID, b.Names[t.Name], int(t.Value.Type))
-			}
-			if e.indexed {
-				buf = appendIndexedTrait(buf, uint32(t.Name), &t.Value)
-			} else if buf, err = appendMapEntry(buf, tagMap, b.Names[t.Name], &t.Value); err != nil {
-				return nil, Errorf(Internal, "", "batch: customer %q: %v", c.ID, err)
-			}
-		}
-		buf = fixLen(buf, start)
 	}
 	if e.indexed && len(b.Names) > len(e.sent) {
 		// After the customers, on the wire; the host reads them first.
@@ -157,8 +130,31 @@ func (e *flatEncoder) append(buf []byte, b *FlatBatch) ([]byte, error) {
 	return appendBatchRest(buf, b.Deletes, b.Events, b.Consents, b.Cursor, b.CaughtUp, b.Problems)
 }
 
-// checkFlat checks b's trait ranges, name indexes and value types, as the
-// row encoder does while it writes.
+// appendRows appends b's customers a Customer message each, traits in the
+// compact form or as maps; checkFlat has checked b.
+func (e *flatEncoder) appendRows(buf []byte, b *FlatBatch) ([]byte, error) {
+	var err error
+	tagMap := byte(fCustomerTraits)<<3 | byte(protowire.BytesType)
+	for i := range b.Customers {
+		c := &b.Customers[i]
+		buf = protowire.AppendTag(buf, fBatchCustomers, protowire.BytesType)
+		start := len(buf)
+		buf = appendString(append(buf, 0), fCustomerID, c.ID)
+		for j := c.Start; j < c.End; j++ {
+			t := &b.Traits[j]
+			if e.indexed {
+				buf = appendIndexedTrait(buf, uint32(t.Name), &t.Value)
+			} else if buf, err = appendMapEntry(buf, tagMap, b.Names[t.Name], &t.Value); err != nil {
+				return nil, Errorf(Internal, "", "batch: customer %q: %v", c.ID, err)
+			}
+		}
+		buf = fixLen(buf, start)
+	}
+	return buf, nil
+}
+
+// checkFlat checks b's trait ranges, name indexes and value types before
+// either form is written.
 func checkFlat(b *FlatBatch) error {
 	for i := range b.Customers {
 		c := &b.Customers[i]
