@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -45,14 +44,14 @@ func BenchmarkPullStream(b *testing.B) {
 	}
 	for range pullRounds {
 		for _, p := range pulls {
-			self0, child0 := selfCPU(), sdktest.ChildCPU()
+			self0, child0 := sdktest.SelfCPU(), sdktest.ChildCPU()
 			start := time.Now()
 			n, traits, err := pullFlat(b.Context(), p.src)
 			d := time.Since(start)
 			if err != nil {
 				b.Fatal(err)
 			}
-			p.self += selfCPU() - self0
+			p.self += sdktest.SelfCPU() - self0
 			p.child += sdktest.ChildCPU() - child0
 			checkPulled(b, n, traits)
 			p.rates = append(p.rates, float64(n)/d.Seconds())
@@ -109,15 +108,6 @@ type turn struct {
 	src         sdk.Source
 	rates       []float64
 	self, child time.Duration // CPU used in this process and in plugins
-}
-
-// selfCPU is the CPU time (user and system) this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (t *turn) rounds() string {

@@ -7,9 +7,10 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
 // benchSegments are BenchmarkFullPass's ten segments and their sizes per
@@ -98,14 +99,14 @@ func BenchmarkDiffWriter(b *testing.B) {
 			}
 			member[s][i] = !member[s][i]
 		}
-		c0 := cpuTime()
+		c0 := sdktest.SelfCPU()
 		b.StartTimer()
 		var err error
 		pprof.Do(ctx, pprof.Labels("bench", "diffwriter"), func(ctx context.Context) {
 			err = benchPass(ctx, db, at, n, target, &entered, &exited)
 		})
 		b.StopTimer()
-		cpu += cpuTime() - c0
+		cpu += sdktest.SelfCPU() - c0
 		b.StartTimer()
 		if err != nil {
 			b.Fatal(err)
@@ -113,15 +114,6 @@ func BenchmarkDiffWriter(b *testing.B) {
 	}
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/pass")
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/pass")
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchPass writes one pass's changes in one transaction.

@@ -3,7 +3,6 @@ package segment_test
 import (
 	"context"
 	"fmt"
-	"github.com/cohortd/cohort/daemon/profile/profiletest"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -11,16 +10,17 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cohortd/cohort/daemon/profile"
+	"github.com/cohortd/cohort/daemon/profile/profiletest"
 	"github.com/cohortd/cohort/daemon/segment"
 	"github.com/cohortd/cohort/rules"
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
 	"github.com/cohortd/cohort/storage"
 	"github.com/cohortd/cohort/storage/storagetest"
 )
@@ -103,13 +103,13 @@ func BenchmarkFullPass(b *testing.B) {
 
 			var res *segment.Result
 			var err error
-			c0 := cpuTime()
+			c0 := sdktest.SelfCPU()
 			start = time.Now()
 			pprof.Do(ctx, pprof.Labels("bench", "fullpass"), func(ctx context.Context) {
 				res, err = d.seg.FullPass(ctx, nil)
 			})
 			elapsed := time.Since(start)
-			cpu = append(cpu, cpuTime()-c0)
+			cpu = append(cpu, sdktest.SelfCPU()-c0)
 
 			b.StopTimer()
 			if err != nil {
@@ -458,17 +458,6 @@ func (d *fullPassData) mutate(b *testing.B, target int) int {
 		b.Fatal(err)
 	}
 	return len(changes)
-}
-
-// cpuTime is the process's user and system CPU time so far: the pass's
-// CPU (both goroutines) moves less than its wall time when other work
-// shares the machine.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func median(ds []time.Duration) time.Duration {

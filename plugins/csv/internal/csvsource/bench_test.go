@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohortd/cohort/sdk"
+	"github.com/cohortd/cohort/sdk/sdktest"
 )
 
 // writeSynthetic writes a 14-column CRM export with rows made-up customers:
@@ -92,12 +93,12 @@ func BenchmarkParse(b *testing.B) {
 	ctx := context.Background()
 	report := func(b *testing.B, cpu0 time.Duration) {
 		b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-		if cpu := processCPU() - cpu0; cpu > 0 {
+		if cpu := sdktest.SelfCPU() - cpu0; cpu > 0 {
 			b.ReportMetric(float64(rows)*float64(b.N)/cpu.Seconds(), "rows/cpu-s")
 		}
 	}
 	b.Run("baseline=csv.Reader", func(b *testing.B) {
-		cpu0 := processCPU()
+		cpu0 := sdktest.SelfCPU()
 		for b.Loop() {
 			f, err := os.Open(path)
 			if err != nil {
@@ -119,7 +120,7 @@ func BenchmarkParse(b *testing.B) {
 		report(b, cpu0)
 	})
 	b.Run("maps=csv.Reader+traits_map", func(b *testing.B) {
-		cpu0 := processCPU()
+		cpu0 := sdktest.SelfCPU()
 		for b.Loop() {
 			f, err := os.Open(path)
 			if err != nil {
@@ -153,7 +154,7 @@ func BenchmarkParse(b *testing.B) {
 			b.Fatal(err)
 		}
 		n := 0
-		cpu0 := processCPU()
+		cpu0 := sdktest.SelfCPU()
 		for b.Loop() {
 			n = 0
 			// In flat form, as the plugin serves it.
@@ -193,7 +194,7 @@ func BenchmarkParseEvents(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := 0
-	cpu0 := processCPU()
+	cpu0 := sdktest.SelfCPU()
 	for b.Loop() {
 		n = 0
 		err := s.Pull(ctx, "", func(bt *sdk.Batch) error {
@@ -211,7 +212,7 @@ func BenchmarkParseEvents(b *testing.B) {
 		b.Fatalf("pulled %d events, want %d", n, rows)
 	}
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-	if cpu := processCPU() - cpu0; cpu > 0 {
+	if cpu := sdktest.SelfCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(rows)*float64(b.N)/cpu.Seconds(), "rows/cpu-s")
 	}
 }
@@ -223,14 +224,14 @@ func BenchmarkConfigure(b *testing.B) {
 	ctx := context.Background()
 	s := New(WithLogger(quietLogger()))
 	cfg := fmt.Sprintf("path: %s\nid_column: customerID\nwatch: false\n", path)
-	cpu0 := processCPU()
+	cpu0 := sdktest.SelfCPU()
 	for b.Loop() {
 		if _, err := s.Configure(ctx, sdk.ConfigureRequest{Config: []byte(cfg)}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-	if cpu := processCPU() - cpu0; cpu > 0 {
+	if cpu := sdktest.SelfCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(rows)*float64(b.N)/cpu.Seconds(), "rows/cpu-s")
 	}
 }
