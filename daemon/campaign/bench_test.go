@@ -82,46 +82,28 @@ func BenchmarkCampaignSMTP(b *testing.B) {
 	n := benchMessages(b)
 	for _, dbName := range []string{"sqlite", "postgres"} {
 		b.Run(dbName, func(b *testing.B) {
-			sink, err := smtpsink.Start(smtpsink.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = sink.Close() })
+			sink, bare := startSink(b), startSink(b)
 			chCfg := fmt.Sprintf("host: %s\nport: %d\ntls: none\nhelo: bench.example.com\nconnections: %d\ntimeout: 30s\nmax_per_connection: 1000000\n",
 				sink.Host(), sink.Port(), smtpConns)
 			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/smtp", chCfg, dispatchers, 100, smtpTemplates)
-			bare, err := smtpsink.Start(smtpsink.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = bare.Close() })
-			inTurn(b, n, func(n int) time.Duration {
-				return h.once(b, n, func(n int) error {
-					if got := sink.Accepted(); got != n {
-						return fmt.Errorf("sink accepted %d messages, want %d", got, n)
-					}
-					if d := sink.Duplicates(); len(d) > 0 {
-						return fmt.Errorf("%d keys arrived more than once", len(d))
-					}
-					sink.Reset()
-					return nil
-				})
-			}, func(n int) time.Duration {
-				self0, _ := cpuTimes()
-				d, err := smtpsink.BareSend(b.Context(), bare.Addr(), n, smtpConns)
-				self1, _ := cpuTimes()
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Logf("baseline: %d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
-				if got := bare.Accepted(); got != n {
-					b.Fatalf("sink accepted %d messages, want %d", got, n)
-				}
-				bare.Reset()
-				return d
+			sendPair(b, n, h, sinkReceiver(sink), sinkReceiver(bare), func(ctx context.Context, n int) (time.Duration, error) {
+				return smtpsink.BareSend(ctx, bare.Addr(), n, smtpConns)
 			})
 		})
 	}
+}
+
+func startSink(b *testing.B) *smtpsink.Sink {
+	s, err := smtpsink.Start(smtpsink.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func sinkReceiver(s *smtpsink.Sink) receiver {
+	return receiver{accepted: s.Accepted, dups: func() int { return len(s.Duplicates()) }, reset: s.Reset}
 }
 
 // sgInFlight is the requests in flight on both sides: the dispatcher's 4
@@ -143,45 +125,68 @@ func BenchmarkCampaignSendGrid(b *testing.B) {
 	n := benchMessages(b)
 	for _, dbName := range []string{"sqlite", "postgres"} {
 		b.Run(dbName, func(b *testing.B) {
-			s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = s.Close() })
+			s, bare := startSG(b), startSG(b)
 			chCfg := fmt.Sprintf("api_key: %s\nbase_url: %s\nparallel: %d\n", s.APIKey(), s.URL, sgParallel)
 			h := newHarness(b, dbName, "github.com/cohortd/cohort/plugins/sendgrid", chCfg, sgConcurrency, 100, sgTemplates)
-			bare, err := sgserver.Start(sgserver.Config{KeysOnly: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = bare.Close() })
-			inTurn(b, n, func(n int) time.Duration {
-				return h.once(b, n, func(n int) error {
-					if got := len(s.CountByKey()); got != n {
-						return fmt.Errorf("server accepted %d distinct messages, want %d", got, n)
-					}
-					if d := s.Duplicates(); len(d) > 0 {
-						return fmt.Errorf("%d keys arrived more than once", len(d))
-					}
-					s.Reset()
-					return nil
-				})
-			}, func(n int) time.Duration {
-				self0, _ := cpuTimes()
-				d, err := sgbench.DirectSend(b.Context(), bare.URL, bare.APIKey(), n, sgInFlight)
-				self1, _ := cpuTimes()
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Logf("baseline: %d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
-				if got := len(bare.CountByKey()); got != n {
-					b.Fatalf("server accepted %d distinct messages, want %d", got, n)
-				}
-				bare.Reset()
-				return d
+			sendPair(b, n, h, sgReceiver(s), sgReceiver(bare), func(ctx context.Context, n int) (time.Duration, error) {
+				return sgbench.DirectSend(ctx, bare.URL, bare.APIKey(), n, sgInFlight)
 			})
 		})
 	}
+}
+
+func startSG(b *testing.B) *sgserver.Server {
+	s, err := sgserver.Start(sgserver.Config{KeysOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func sgReceiver(s *sgserver.Server) receiver {
+	return receiver{accepted: func() int { return len(s.CountByKey()) }, dups: func() int { return len(s.Duplicates()) }, reset: s.Reset}
+}
+
+// receiver is what a run's checks read off a provider's test server.
+type receiver struct {
+	accepted func() int // distinct messages accepted
+	dups     func() int // keys that arrived more than once
+	reset    func()
+}
+
+// check verifies that a run delivered n messages, each once, and resets
+// the server for the next run.
+func (r receiver) check(n int) error {
+	if got := r.accepted(); got != n {
+		return fmt.Errorf("server accepted %d messages, want %d", got, n)
+	}
+	if d := r.dups(); d > 0 {
+		return fmt.Errorf("%d keys arrived more than once", d)
+	}
+	r.reset()
+	return nil
+}
+
+// sendPair runs one database's subject (h, its plugin sending to sub) and
+// baseline (bare, sending to base) in turn (see inTurn).
+func sendPair(b *testing.B, n int, h *harness, sub, base receiver, bare func(ctx context.Context, n int) (time.Duration, error)) {
+	inTurn(b, n, func(n int) time.Duration {
+		return h.once(b, n, sub.check)
+	}, func(n int) time.Duration {
+		self0, _ := cpuTimes()
+		d, err := bare(b.Context(), n)
+		self1, _ := cpuTimes()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("baseline: %d messages in %s; CPU per message: %.0f µs in this process (client and server)", n, d, float64((self1-self0).Microseconds())/float64(n))
+		if got := base.accepted(); got != n {
+			b.Fatalf("server accepted %d messages, want %d", got, n)
+		}
+		base.reset()
+		return d
+	})
 }
 
 // templates are a campaign's rules files and template files.
